@@ -1,0 +1,37 @@
+"""Atomic file writes: a reader (or a crash) sees either the old file or the complete new one."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from typing import Iterator
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temp path beside `path`; rename it over `path` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_text(path: str | Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+
+def append_line(path: str | Path, line: str) -> None:
+    """Append one line by rewriting the file atomically: metrics files are small, losing one is not."""
+    path = Path(path)
+    old = path.read_text() if path.exists() else ""
+    write_text(path, old + line.rstrip("\n") + "\n")

@@ -1,0 +1,288 @@
+"""The typed run configuration: one schema, loaded from YAML presets plus ``--set`` overrides.
+
+Every knob of the toolkit lives here so that a run directory's ``config.yaml`` is the whole
+truth about how the run was made. Validation happens once, at load time, and every error names
+the dotted key and what it accepts, because a typo in a 10-hour run's config should cost
+seconds, not the run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from cascade_cli.errors import UserError
+
+PRESETS_DIR = Path(__file__).resolve().parent.parent / "presets"
+
+
+def _range(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False) -> dict:
+    return {"range": (lo, hi, lo_open)}
+
+
+@dataclass
+class DataConfig:
+    # Prepared dataset directory (see cascade_cli/data/format.py); `--data` sets it.
+    path: str = ""
+    # Which protocol of the dataset's manifest to use (e.g. xsub, xview, cross_view).
+    protocol: str = ""
+    # Share of each class of the training split held out for model selection.
+    val_fraction: float = field(default=0.1, metadata=_range(0.0, 0.5))
+    # Frames per clip fed to the model; 0 keeps each clip's own length (padded per batch).
+    frames: int = field(default=64, metadata=_range(0))
+    # How a clip becomes `frames` frames: linear interpolation of a crop (CTR-GCN style),
+    # or sorted random indices (train) / evenly spaced indices (eval).
+    sampling: Literal["resize", "indices"] = "resize"
+    # Training crops keep a random share of the valid frames in [crop_min, 1]; eval keeps eval_crop.
+    crop_min: float = field(default=0.5, metadata=_range(0.0, 1.0, lo_open=True))
+    eval_crop: float = field(default=0.95, metadata=_range(0.0, 1.0, lo_open=True))
+    # Which person of a multi-person clip the model sees: the paper's "greatest motion variance",
+    # the official code's "largest sum of absolute coordinates", or always the first.
+    person: Literal["motion_variance", "abs_sum", "first"] = "motion_variance"
+    # Joint subtracted from every frame (its position in the first frame), -1 for none.
+    center_joint: int = field(default=-1, metadata=_range(-1))
+    # Random rotation about each axis, uniform in [-rotate, rotate] radians; training only.
+    rotate: float = field(default=0.0, metadata=_range(0.0))
+    # Random isotropic scale in [1 - scale, 1 + scale]; training only.
+    scale: float = field(default=0.0, metadata=_range(0.0, 0.9))
+
+
+@dataclass
+class ModelConfig:
+    # Feature extractor: 1.0 frame linear, 1.1 joint Conv1d + linear, 1.2 spatial transformer.
+    variant: Literal["1.0", "1.1", "1.2"] = "1.0"
+    # CascadeFormer 1.2 only. "paper" (official NTU code): per-joint width d/J concatenated into
+    # the frame token. "code" (official Penn/N-UCLA code): per-joint width d, projected back to C,
+    # then the frame linear.
+    spatial_form: Literal["paper", "code"] = "paper"
+    d_model: int = field(default=256, metadata=_range(1))
+    t1_layers: int = field(default=4, metadata=_range(1))
+    t1_heads: int = field(default=8, metadata=_range(1))
+    # Feed-forward width of every encoder layer; 2048 is the PyTorch default the official weights use.
+    ffn_dim: int = field(default=2048, metadata=_range(1))
+    dropout: float = field(default=0.1, metadata=_range(0.0, 1.0))
+    # Heads of the 1.2 spatial transformer; 0 means "same as t1_heads".
+    spatial_heads: int = field(default=0, metadata=_range(0))
+    # Length of the learned absolute positional parameter: the longest clip the model accepts.
+    max_frames: int = field(default=2048, metadata=_range(1))
+    pos_init: Literal["trunc_normal", "zeros"] = "trunc_normal"
+    # Reconstruction decoder used only in pretraining (paper Table 9).
+    decoder: Literal["linear", "mlp", "mlp_residual"] = "linear"
+    # T2 and fusion; 0 for t2_layers / t2_heads means "same as T1".
+    t2_layers: int = field(default=0, metadata=_range(0))
+    t2_heads: int = field(default=0, metadata=_range(0))
+    t2_dropout: float = field(default=0.1, metadata=_range(0.0, 1.0))
+    # Cross-attention fusion (Q = T1 output, K = V = T2 output): "plain" is attention + residual +
+    # LayerNorm (official Penn/N-UCLA); "ffn" adds a feed-forward block (official NTU).
+    fusion: Literal["plain", "ffn"] = "plain"
+    fusion_dropout: float = field(default=0.1, metadata=_range(0.0, 1.0))
+    # Classification head: one linear layer (Penn/N-UCLA) or LayerNorm-MLP (NTU).
+    head: Literal["linear", "mlp"] = "linear"
+    head_dropout: float = field(default=0.3, metadata=_range(0.0, 1.0))
+
+
+@dataclass
+class OptimConfig:
+    name: Literal["adam", "adamw", "sgd"] = "adam"
+    lr: float = field(default=1e-4, metadata=_range(0.0, lo_open=True))
+    weight_decay: float = field(default=0.0, metadata=_range(0.0))
+    # SGD only.
+    momentum: float = field(default=0.9, metadata=_range(0.0, 1.0))
+    nesterov: bool = False
+    schedule: Literal["constant", "cosine"] = "constant"
+    # Linear warm-up length as a share of the whole schedule.
+    warmup: float = field(default=0.0, metadata=_range(0.0, 1.0))
+    # Cosine floor.
+    min_lr: float = field(default=0.0, metadata=_range(0.0))
+    # Whether the schedule advances every optimiser step or once per epoch.
+    schedule_unit: Literal["step", "epoch"] = "step"
+    # Clip the global gradient norm to this value; 0 disables clipping.
+    grad_clip: float = field(default=0.0, metadata=_range(0.0))
+
+
+@dataclass
+class PretrainConfig:
+    epochs: int = field(default=10, metadata=_range(1))
+    batch_size: int = field(default=32, metadata=_range(1))
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    # joint_slots: random (frame, joint) slots, as the official code; joints: the same joints in
+    # every frame, as the paper's wording; frames: whole frames; none: plain reconstruction.
+    mask: Literal["joint_slots", "joints", "frames", "none"] = "joint_slots"
+    mask_ratio: float = field(default=0.3, metadata=_range(0.0, 1.0, lo_open=True))
+    # Keep the T1 of the last epoch, or the one with the lowest masked MSE on the validation split
+    # (validation masks are fixed and seeded, so epochs compare fairly).
+    select: Literal["last", "val"] = "last"
+
+
+@dataclass
+class FinetuneConfig:
+    # Pretraining run directory or checkpoint whose T1 starts finetuning; `--pretrained` sets it.
+    pretrained: str = ""
+    epochs: int = field(default=10, metadata=_range(1))
+    batch_size: int = field(default=32, metadata=_range(1))
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(name="adamw", lr=3e-5, weight_decay=1e-4,
+                                                                   schedule="cosine", warmup=0.05,
+                                                                   schedule_unit="epoch"))
+    # T1 during finetuning: all trainable, frozen (eval mode), or only its last `t1_trainable_layers`.
+    t1: Literal["full", "frozen", "last_k"] = "full"
+    t1_trainable_layers: int = field(default=1, metadata=_range(1))
+    label_smoothing: float = field(default=0.0, metadata=_range(0.0, 1.0))
+    # Keep the epoch with the best validation top-1, or simply the last epoch.
+    select: Literal["val", "last"] = "val"
+
+
+@dataclass
+class Config:
+    seed: int = field(default=42, metadata=_range(0))
+    # auto (CUDA if available), cpu, cuda, cuda:N.
+    device: str = "auto"
+    # Mixed precision on CUDA; ignored (with a notice) on CPU.
+    amp: Literal["off", "bf16", "fp16"] = "off"
+    # DataLoader worker processes; 0 loads in the main process.
+    workers: int = field(default=0, metadata=_range(0))
+    eval_batch_size: int = field(default=64, metadata=_range(1))
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+
+
+# ----------------------------------------------------------------------------------------------
+# Loading, merging and validation
+
+
+def to_dict(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def dump_yaml(cfg: Config) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def _describe(tp: Any) -> str:
+    if typing.get_origin(tp) is Literal:
+        return "one of " + ", ".join(str(a) for a in typing.get_args(tp))
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(tp, str(tp))
+
+
+def _coerce(key: str, tp: Any, value: Any, meta: typing.Mapping) -> Any:
+    """Check one leaf value against its declared type and range; return it in canonical form."""
+    if typing.get_origin(tp) is Literal:
+        choices = typing.get_args(tp)
+        # YAML reads `variant: 1.0` as a float; accept it when its text is a valid choice.
+        as_text = value if isinstance(value, str) else (str(value) if isinstance(value, (int, float)) else None)
+        if as_text not in choices:
+            raise UserError(f"config key '{key}': {value!r} is not allowed; use {_describe(tp)}")
+        return as_text
+    ok = (
+        (tp is bool and isinstance(value, bool))
+        or (tp is int and isinstance(value, int) and not isinstance(value, bool))
+        or (tp is float and isinstance(value, (int, float)) and not isinstance(value, bool))
+        or (tp is str and isinstance(value, str))
+    )
+    if tp is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        value, ok = str(value), True
+    if not ok:
+        raise UserError(f"config key '{key}': expected {_describe(tp)}, got {value!r}")
+    if tp is float:
+        value = float(value)
+    if "range" in meta:
+        lo, hi, lo_open = meta["range"]
+        too_low = lo is not None and (value <= lo if lo_open else value < lo)
+        too_high = hi is not None and value > hi
+        if too_low or too_high:
+            left = "(" if lo_open else "["
+            bounds = f"{left}{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}]"
+            raise UserError(f"config key '{key}': {value!r} is out of range {bounds}")
+    return value
+
+
+def _merge(obj: Any, updates: dict, prefix: str = "") -> None:
+    """Apply a nested dict of updates onto a dataclass instance, validating every leaf."""
+    if not isinstance(updates, dict):
+        raise UserError(f"config key '{prefix.rstrip('.') or '<root>'}': expected a mapping, got {updates!r}")
+    hints = typing.get_type_hints(type(obj))
+    fields = {f.name: f for f in dataclasses.fields(obj)}
+    for name, value in updates.items():
+        key = f"{prefix}{name}"
+        if name not in fields:
+            raise UserError(f"unknown config key '{key}'; known keys here: {', '.join(fields)}")
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            _merge(getattr(obj, name), value, key + ".")
+        else:
+            setattr(obj, name, _coerce(key, tp, value, fields[name].metadata))
+
+
+def parse_override(text: str) -> dict:
+    """Turn ``a.b.c=value`` into ``{"a": {"b": {"c": value}}}``; the value is read as YAML."""
+    if "=" not in text:
+        raise UserError(f"--set '{text}': expected KEY=VALUE, e.g. --set finetune.optim.lr=3e-5")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise UserError(f"--set '{text}': the key must be dotted names, e.g. model.d_model")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    # YAML 1.1 reads '1e-4' as a string; numbers written that way are common in ML configs.
+    if isinstance(value, str):
+        try:
+            value = float(value) if any(c in value for c in ".eE") else int(value)
+        except ValueError:
+            pass
+    nested: dict = value
+    for part in reversed(key.split(".")):
+        nested = {part: nested}
+    return nested
+
+
+def resolve_preset(name: str) -> Path:
+    """A preset is a YAML path, or a name under presets/ (``table1/penn_action-1.0`` style)."""
+    path = Path(name)
+    if path.suffix in (".yaml", ".yml") and path.is_file():
+        return path
+    candidate = PRESETS_DIR / f"{name}.yaml"
+    if candidate.is_file():
+        return candidate
+    known = sorted(str(p.relative_to(PRESETS_DIR).with_suffix("")) for p in PRESETS_DIR.rglob("*.yaml"))
+    raise UserError(f"preset '{name}' not found; available: {', '.join(known) or '(none)'}")
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read ({exc.strerror})") from None
+    return data or {}
+
+
+def load_config(preset: str | None = None, overrides: typing.Sequence[str] = (),
+                base: dict | None = None) -> Config:
+    """Defaults, then `base` (e.g. a run's saved config), then the preset, then each --set."""
+    cfg = Config()
+    if base:
+        _merge(cfg, base)
+    if preset:
+        path = resolve_preset(preset)
+        try:
+            _merge(cfg, _read_yaml(path))
+        except UserError as exc:
+            raise UserError(f"{path}: {exc}") from None
+    for text in overrides:
+        _merge(cfg, parse_override(text))
+    return cfg
+
+
+def config_from_dict(data: dict) -> Config:
+    cfg = Config()
+    _merge(cfg, data)
+    return cfg

@@ -1,0 +1,403 @@
+"""Masked pretraining of T1 and cascading finetuning of T1 + T2: one epoch loop, two objectives.
+
+Both stages share `fit`: seeded data order, per-epoch checkpoints written atomically, model
+selection on a validation split carved from the training split (never on test), and exact
+resume. Every random draw is a function of (seed, epoch) except dropout, whose global RNG state
+is saved with the trainer state, so 2 + 2 resumed epochs equal 4 straight ones bit for bit.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from cascade_cli.atomic import append_line, write_text
+from cascade_cli.checkpoint import (git_commit, load_checkpoint, load_trainer_state, resolve_checkpoint,
+                                    save_checkpoint, save_trainer_state)
+from cascade_cli.config import Config, OptimConfig, dump_yaml
+from cascade_cli.data.format import PreparedDataset, open_dataset
+from cascade_cli.data.pipeline import Batch, ClipDataset, collate_clips, stratified_split
+from cascade_cli.errors import UserError
+from cascade_cli.masking import apply_mask, draw_mask, masked_mse
+from cascade_cli.model import build_classifier, build_t1, padding_mask, set_t1_trainable
+from cascade_cli.progress import Reporter
+
+VAL_MASK_SEED = 1234  # validation masks are fixed so that epochs compare fairly
+
+
+# ----------------------------------------------------------------------------------------------
+# Devices, optimisers, schedules
+
+
+def resolve_device(spec: str) -> torch.device:
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(spec)
+    except RuntimeError:
+        raise UserError(f"config key 'device': {spec!r} is not a device; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(f"config key 'device': {spec!r} requested but no CUDA device is available")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UserError(f"config key 'device': {spec!r} but only {torch.cuda.device_count()} GPU(s) visible")
+    return device
+
+
+def build_optimizer(params: list[torch.nn.Parameter], cfg: OptimConfig) -> torch.optim.Optimizer:
+    if cfg.name == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+                               weight_decay=cfg.weight_decay)
+    cls = torch.optim.AdamW if cfg.name == "adamw" else torch.optim.Adam
+    return cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def lr_factor(cfg: OptimConfig, step: int, total: int) -> float:
+    """Multiplier of the base LR: linear warm-up from 0, then constant or half a cosine to min_lr."""
+    warmup = int(cfg.warmup * total)
+    if step < warmup:
+        return step / warmup
+    if cfg.schedule == "constant":
+        return 1.0
+    progress = min((step - warmup) / max(1, total - warmup), 1.0)
+    floor = cfg.min_lr / cfg.lr
+    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig, epochs: int,
+                    steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
+    total = epochs * steps_per_epoch if cfg.schedule_unit == "step" else epochs
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: lr_factor(cfg, i, total))
+
+
+# ----------------------------------------------------------------------------------------------
+# Data
+
+
+@dataclass
+class Splits:
+    dataset: PreparedDataset
+    train: np.ndarray
+    val: np.ndarray
+    protocol: str
+
+
+def training_splits(cfg: Config) -> Splits:
+    """Train / validation indices, both carved from the protocol's training split."""
+    if not cfg.data.path:
+        raise UserError("no dataset given: pass --data DIR (a prepared dataset, e.g. from `cascade prepare synthetic`)")
+    ds = open_dataset(cfg.data.path)
+    protocol = ds.resolve_protocol(cfg.data.protocol)
+    train_all = ds.split_indices(protocol, "train")
+    train, val = stratified_split(ds.labels, train_all, cfg.data.val_fraction, cfg.seed)
+    return Splits(ds, train, val, protocol)
+
+
+def make_loader(ds: PreparedDataset, indices: np.ndarray, cfg: Config, *, train: bool, batch_size: int,
+                epoch: int = 0) -> DataLoader:
+    items = ClipDataset(ds, indices, cfg.data, train=train, seed=cfg.seed)
+    items.set_epoch(epoch)
+    order = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+    return DataLoader(items, batch_size=batch_size, shuffle=train, generator=order, collate_fn=collate_clips,
+                      num_workers=cfg.workers)
+
+
+def to_device(batch: Batch, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    x = batch.x.to(device, non_blocking=True)
+    lengths = batch.lengths.to(device)
+    return x, lengths, padding_mask(lengths, x.shape[1]), batch.labels.to(device)
+
+
+# ----------------------------------------------------------------------------------------------
+# The two objectives
+
+
+class PretrainObjective:
+    """Reconstruct hidden coordinates from the visible ones; lower validation MSE is better."""
+
+    name = "pretrain"
+    higher_is_better = False
+
+    def __init__(self, cfg: Config):
+        self.cfg = cfg.pretrain
+
+    def loss(self, model, batch, device, generator) -> tuple[torch.Tensor, dict[str, float]]:
+        x, lengths, pad, _ = to_device(batch, device)
+        hidden, scored = draw_mask(self.cfg.mask, self.cfg.mask_ratio, lengths, x.shape[1], x.shape[2], generator)
+        recon = model.reconstruct(model(apply_mask(x, hidden), pad))
+        loss = masked_mse(recon.float(), x, scored)
+        return loss, {"loss": loss.item()}
+
+    @torch.no_grad()
+    def validate(self, model, loader, device) -> dict[str, float]:
+        generator = torch.Generator().manual_seed(VAL_MASK_SEED)
+        total, count = 0.0, 0
+        for batch in loader:
+            loss, _ = self.loss(model, batch, device, generator)
+            total += loss.item() * len(batch.labels)
+            count += len(batch.labels)
+        return {"val_loss": total / max(count, 1)}
+
+    def score(self, val: dict[str, float]) -> float:
+        return val["val_loss"]
+
+
+class FinetuneObjective:
+    """Cross-entropy on clip labels; higher validation top-1 is better."""
+
+    name = "finetune"
+    higher_is_better = True
+
+    def __init__(self, cfg: Config):
+        self.cfg = cfg.finetune
+
+    def loss(self, model, batch, device, generator) -> tuple[torch.Tensor, dict[str, float]]:
+        x, _, pad, labels = to_device(batch, device)
+        logits = model(x, pad).float()
+        loss = F.cross_entropy(logits, labels, label_smoothing=self.cfg.label_smoothing)
+        acc = (logits.argmax(-1) == labels).float().mean().item()
+        return loss, {"loss": loss.item(), "acc": acc}
+
+    @torch.no_grad()
+    def validate(self, model, loader, device) -> dict[str, float]:
+        total_loss, correct, count = 0.0, 0, 0
+        for batch in loader:
+            x, _, pad, labels = to_device(batch, device)
+            logits = model(x, pad).float()
+            total_loss += F.cross_entropy(logits, labels, reduction="sum").item()
+            correct += (logits.argmax(-1) == labels).sum().item()
+            count += len(labels)
+        return {"val_loss": total_loss / max(count, 1), "val_top1": correct / max(count, 1)}
+
+    def score(self, val: dict[str, float]) -> float:
+        return val["val_top1"]
+
+
+# ----------------------------------------------------------------------------------------------
+# The shared loop
+
+
+@dataclass
+class StageSetup:
+    cfg: Config
+    run_dir: Path
+    model: torch.nn.Module
+    objective: PretrainObjective | FinetuneObjective
+    splits: Splits
+    epochs: int
+    batch_size: int
+    optim: OptimConfig
+    select: str  # "last" or "val"
+    meta: dict
+
+
+def prepare_run_dir(run_dir: Path, cfg: Config, resume: bool) -> bool:
+    """Create the run directory; return whether there is a finished epoch to resume from."""
+    if resume:
+        if (run_dir / "checkpoints" / "trainer_state.pt").is_file():
+            return True
+        if not (run_dir / "config.yaml").is_file():
+            raise UserError(f"{run_dir}: nothing to resume (no config.yaml)")
+        return False  # interrupted before its first epoch ended: start over with the saved config
+    if (run_dir / "config.yaml").exists():
+        raise UserError(f"{run_dir}: run directory already holds a run; pass --resume to continue it "
+                        "or choose another --run-dir")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_text(run_dir / "config.yaml", dump_yaml(cfg))
+    return False
+
+
+def _amp_context(cfg: Config, device: torch.device, reporter: Reporter):
+    if cfg.amp == "off":
+        return None
+    if device.type != "cuda":
+        reporter.warn(f"amp={cfg.amp} needs CUDA; training in float32 on {device}")
+        return None
+    return torch.bfloat16 if cfg.amp == "bf16" else torch.float16
+
+
+def fit(setup: StageSetup, device: torch.device, reporter: Reporter, resume: bool) -> Path:
+    cfg, run_dir, model, objective = setup.cfg, setup.run_dir, setup.model, setup.objective
+    ckpt_dir = run_dir / "checkpoints"
+    ds = setup.splits.dataset
+    if setup.select == "val" and len(setup.splits.val) == 0:
+        raise UserError(f"config key '{objective.name}.select': 'val' needs a validation split; "
+                        "set data.val_fraction > 0 or select=last")
+    if len(setup.splits.train) == 0:
+        raise UserError(f"{ds.path}: the training split of protocol '{setup.splits.protocol}' is empty")
+
+    model.to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = build_optimizer(params, setup.optim)
+    steps_per_epoch = math.ceil(len(setup.splits.train) / setup.batch_size)
+    scheduler = build_scheduler(optimizer, setup.optim, setup.epochs, steps_per_epoch)
+    amp_dtype = _amp_context(cfg, device, reporter)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+
+    start_epoch, best_score, best_epoch, elapsed = 1, None, 0, 0.0
+    if resume:
+        state = load_trainer_state(ckpt_dir / "trainer_state.pt")
+        weights = load_checkpoint(ckpt_dir / "last.safetensors")
+        if weights.meta.get("epoch") != state["epoch"]:
+            raise UserError(f"{ckpt_dir}: last.safetensors (epoch {weights.meta.get('epoch')}) and "
+                            f"trainer_state.pt (epoch {state['epoch']}) disagree; the run was interrupted "
+                            "while saving and cannot resume exactly")
+        model.load_state_dict(weights.state_dict)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["rng_cpu"])
+        if device.type == "cuda" and "rng_cuda" in state:
+            torch.cuda.set_rng_state(state["rng_cuda"], device)
+        start_epoch, best_score, best_epoch = state["epoch"] + 1, state["best_score"], state["best_epoch"]
+        elapsed = state.get("elapsed_s", 0.0)
+        if start_epoch > setup.epochs:
+            reporter.info(f"{run_dir}: all {setup.epochs} {objective.name} epochs already done")
+        else:
+            reporter.info(f"resuming {run_dir} at epoch {start_epoch}/{setup.epochs}")
+
+    val_loader = make_loader(ds, setup.splits.val, cfg, train=False, batch_size=cfg.eval_batch_size)
+    for epoch in range(start_epoch, setup.epochs + 1):
+        t0 = time.perf_counter()
+        loader = make_loader(ds, setup.splits.train, cfg, train=True, batch_size=setup.batch_size, epoch=epoch)
+        mask_generator = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch + 7)
+        model.train()
+        sums: dict[str, float] = {}
+        seen = 0
+        reporter.start_epoch(objective.name, epoch, setup.epochs, len(loader))
+        for batch in loader:
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                loss, stats = objective.loss(model, batch, device, mask_generator)
+            if not torch.isfinite(loss):
+                raise UserError(f"{objective.name} epoch {epoch}: loss became {loss.item()}; "
+                                f"lower {objective.name}.optim.lr or enable {objective.name}.optim.grad_clip")
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if setup.optim.grad_clip > 0:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(params, setup.optim.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            if setup.optim.schedule_unit == "step":
+                scheduler.step()
+            n = len(batch.labels)
+            seen += n
+            for key, value in stats.items():
+                sums[key] = sums.get(key, 0.0) + value * n
+            reporter.step({k: v / seen for k, v in sums.items()}, seen)
+        lr = optimizer.param_groups[0]["lr"]
+        if setup.optim.schedule_unit == "epoch":
+            scheduler.step()
+
+        model.eval()
+        val = objective.validate(model, val_loader, device) if len(setup.splits.val) else {}
+        epoch_time = time.perf_counter() - t0
+        elapsed += epoch_time
+        record = {"stage": objective.name, "epoch": epoch, "lr": lr,
+                  **{f"train_{k}": v / seen for k, v in sums.items()}, **val,
+                  "samples_per_s": seen / epoch_time, "epoch_time_s": epoch_time}
+
+        improved = False
+        if setup.select == "last":
+            improved = True
+        else:
+            score = objective.score(val)
+            if best_score is None or (score > best_score if objective.higher_is_better else score < best_score):
+                improved = True
+        if improved:
+            best_epoch = epoch
+            if setup.select == "val":
+                best_score = objective.score(val)
+        meta = {**setup.meta, "epoch": epoch, "git_commit": git_commit()}
+        save_checkpoint(ckpt_dir / "last.safetensors", model, cfg, meta)
+        if improved:
+            save_checkpoint(ckpt_dir / "best.safetensors", model, cfg,
+                            {**meta, "selected_by": "last epoch" if setup.select == "last" else
+                             f"validation {'top-1' if objective.higher_is_better else 'masked MSE'}",
+                             "val": val})
+        save_trainer_state(ckpt_dir / "trainer_state.pt", {
+            "epoch": epoch, "best_score": best_score, "best_epoch": best_epoch, "elapsed_s": elapsed,
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict(), "rng_cpu": torch.get_rng_state(),
+            **({"rng_cuda": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {}),
+        })
+        append_line(run_dir / "metrics.jsonl", json.dumps({**record, "best_epoch": best_epoch}))
+        shown = {k: v for k, v in record.items() if k.startswith(("train_", "val_"))}
+        reporter.end_epoch(shown, record["samples_per_s"], (setup.epochs - epoch) * elapsed / (epoch - start_epoch + 1))
+    return ckpt_dir / "best.safetensors"
+
+
+def _dataset_meta(splits: Splits) -> dict:
+    ds = splits.dataset
+    return {"dataset": ds.name, "dataset_path": str(ds.path), "protocol": splits.protocol,
+            "layout": ds.layout.to_dict(), "class_names": list(ds.class_names),
+            "num_joints": ds.layout.num_joints, "in_channels": ds.layout.coords}
+
+
+def pretrain(cfg: Config, run_dir: str | Path, reporter: Reporter, resume: bool = False) -> Path:
+    """Masked pretraining of T1 (+ reconstruction decoder). Returns the selected checkpoint."""
+    run_dir = Path(run_dir)
+    splits = training_splits(cfg)
+    resume = prepare_run_dir(run_dir, cfg, resume)
+    device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    ds = splits.dataset
+    model = build_t1(cfg.model, ds.layout.num_joints, ds.layout.coords, with_decoder=True)
+    reporter.info(f"pretraining CascadeFormer {cfg.model.variant} T1 ({_count(model)} parameters) on "
+                  f"{ds.name}/{splits.protocol}: {len(splits.train)} train, {len(splits.val)} val clips, {device}")
+    setup = StageSetup(cfg, run_dir, model, PretrainObjective(cfg), splits, cfg.pretrain.epochs,
+                       cfg.pretrain.batch_size, cfg.pretrain.optim, cfg.pretrain.select,
+                       {"kind": "pretrain", "variant": cfg.model.variant, **_dataset_meta(splits)})
+    return fit(setup, device, reporter, resume)
+
+
+def finetune(cfg: Config, run_dir: str | Path, reporter: Reporter, resume: bool = False) -> Path:
+    """Cascading finetuning from a pretrained T1. Returns the checkpoint selected on validation."""
+    run_dir = Path(run_dir)
+    if not cfg.finetune.pretrained:
+        raise UserError("finetuning needs a pretrained T1: pass --pretrained RUN_DIR_OR_CHECKPOINT")
+    source = load_checkpoint(resolve_checkpoint(cfg.finetune.pretrained, "best"))
+    if source.meta.get("kind") != "pretrain":
+        raise UserError(f"{cfg.finetune.pretrained}: expected a pretraining checkpoint, got '{source.meta.get('kind')}'")
+    splits = training_splits(cfg)
+    ds = splits.dataset
+    if (source.meta["num_joints"], source.meta["in_channels"]) != (ds.layout.num_joints, ds.layout.coords):
+        raise UserError(f"{cfg.finetune.pretrained}: pretrained on {source.meta['num_joints']} joints x "
+                        f"{source.meta['in_channels']} coords but {ds.path} has {ds.layout.num_joints} x "
+                        f"{ds.layout.coords}")
+    resume = prepare_run_dir(run_dir, cfg, resume)
+    device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    model = build_classifier(cfg.model, ds.layout.num_joints, ds.layout.coords, ds.num_classes)
+    t1_weights = {k: v for k, v in source.state_dict.items() if not k.startswith("reconstruction_head.")}
+    try:
+        model.t1.load_state_dict(t1_weights)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()
+        raise UserError(f"{cfg.finetune.pretrained}: its T1 does not fit model settings of this run "
+                        f"({first[1].strip() if len(first) > 1 else first[0]}); keep the model.* keys of pretraining") from None
+    try:
+        set_t1_trainable(model, cfg.finetune.t1, cfg.finetune.t1_trainable_layers)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    reporter.info(f"finetuning CascadeFormer {cfg.model.variant} ({_count(model)} parameters, {trainable:,} trainable, "
+                  f"T1 {cfg.finetune.t1}) on {ds.name}/{splits.protocol}: {len(splits.train)} train, "
+                  f"{len(splits.val)} val clips, {device}")
+    setup = StageSetup(cfg, run_dir, model, FinetuneObjective(cfg), splits, cfg.finetune.epochs,
+                       cfg.finetune.batch_size, cfg.finetune.optim, cfg.finetune.select,
+                       {"kind": "finetune", "variant": cfg.model.variant, "num_classes": ds.num_classes,
+                        "pretrained": str(cfg.finetune.pretrained), **_dataset_meta(splits)})
+    return fit(setup, device, reporter, resume)
+
+
+def _count(model: torch.nn.Module) -> str:
+    return f"{sum(p.numel() for p in model.parameters()):,}"
+

@@ -1,0 +1,34 @@
+"""Shared fixtures: a tiny synthetic dataset and a tiny model config that trains in seconds."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+SHARED_DATASETS = Path(os.environ.get("CASCADE_SHARED_DATASETS",
+                                      Path(__file__).resolve().parents[1].parent / "shared" / "datasets"))
+
+# A model small enough that a few epochs on ~50 clips take seconds on 2 CPU cores.
+TINY = [
+    "model.d_model=32", "model.t1_layers=1", "model.t1_heads=2", "model.ffn_dim=64", "model.max_frames=32",
+    "data.frames=16", "data.val_fraction=0.2", "data.center_joint=1",
+    "pretrain.epochs=2", "pretrain.batch_size=16", "pretrain.optim.lr=1e-3",
+    "finetune.epochs=2", "finetune.batch_size=16", "finetune.optim.lr=1e-3",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory) -> Path:
+    from cascade_cli.data.synthetic import make_synthetic
+
+    return make_synthetic(tmp_path_factory.mktemp("data") / "synthetic", clips_per_class=8, seed=0)
+
+
+def shared_dataset(*parts: str) -> Path:
+    """A folder of the real shared data, or skip the test saying where it was looked for."""
+    path = SHARED_DATASETS.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"real data not found at {path} (set CASCADE_SHARED_DATASETS to its datasets/ folder)")
+    return path

@@ -1,0 +1,90 @@
+"""The command line as a user meets it: help texts, clean errors, and a full lifecycle."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from cascade_cli.cli import app
+from tests.conftest import TINY
+
+runner = CliRunner()
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def sets(*overrides):
+    return [part for o in overrides for part in ("--set", o)]
+
+
+@pytest.mark.parametrize("command", [[], ["prepare"], ["prepare", "synthetic"], ["pretrain"], ["finetune"],
+                                     ["evaluate"], ["demo"]])
+def test_every_command_has_teaching_help(command):
+    result = invoke(*command, "--help")
+    assert result.exit_code == 0
+    if command and command != ["prepare"]:
+        assert "Example:" in result.output
+    if command in (["pretrain"], ["finetune"]):
+        for option in ("--preset", "--set", "--print-config", "--run-dir", "--gpu", "--device", "--seed",
+                       "--resume", "--quiet"):
+            assert option in result.output
+
+
+def test_wrong_set_key_is_one_clean_line_and_exit_2(tmp_path):
+    # A real subprocess: what the user sees, with no traceback on stderr.
+    proc = subprocess.run([sys.executable, "-m", "cascade_cli", "pretrain", "--data", str(tmp_path),
+                           "--set", "model.dmodel=64"], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr + proc.stdout
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: unknown config key 'model.dmodel'")
+
+
+def test_print_config_shows_resolved_values():
+    result = invoke("pretrain", "--preset", "demo", *sets("model.d_model=48"), "--seed", 5, "--print-config")
+    assert result.exit_code == 0
+    assert "d_model: 48" in result.output and "seed: 5" in result.output
+
+
+def test_missing_dataset_is_a_user_error(tmp_path):
+    result = invoke("pretrain", "--data", tmp_path / "nowhere", "--run-dir", tmp_path / "run")
+    assert result.exit_code != 0
+    assert "nowhere" in result.output
+
+
+def test_full_lifecycle_through_the_cli(tmp_path):
+    data = tmp_path / "data"
+    assert invoke("prepare", "synthetic", "--out", data, "--clips-per-class", 12, "--quiet").exit_code == 0
+    assert (data / "dataset.yaml").is_file()
+    # Preparing again refuses to clobber the dataset.
+    again = invoke("prepare", "synthetic", "--out", data)
+    assert again.exit_code == 2 and "exist" in again.output
+
+    long = sets(*TINY, "pretrain.epochs=3", "finetune.epochs=12", "model.d_model=48",
+                "finetune.optim.lr=2e-3", "data.val_fraction=0.15")
+    pre = invoke("pretrain", "--data", data, *long, "--run-dir", tmp_path / "pre", "--quiet")
+    assert pre.exit_code == 0, pre.output
+    ft = invoke("finetune", "--pretrained", tmp_path / "pre", *long, "--run-dir", tmp_path / "ft", "--quiet")
+    assert ft.exit_code == 0, ft.output
+    for run in ("pre", "ft"):
+        assert (tmp_path / run / "config.yaml").is_file()
+        assert (tmp_path / run / "checkpoints" / "best.safetensors").is_file()
+    metrics = [json.loads(line) for line in (tmp_path / "ft" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["epoch"] for m in metrics] == list(range(1, 13))
+
+    result = invoke("evaluate", tmp_path / "ft")
+    assert result.exit_code == 0, result.output
+    assert "top-1" in result.output
+    report = json.loads((tmp_path / "ft" / "eval_test.json").read_text())
+    num_classes = len(__import__("yaml").safe_load((data / "dataset.yaml").read_text())["class_names"])
+    assert report["split"] == "test" and report["clips"] > 0
+    assert report["top1"] >= 3.0 / num_classes, report  # far above chance
+    assert report["top5"] >= report["top1"]
+
+    # Evaluating a pretraining run is refused with a reason.
+    bad = invoke("evaluate", tmp_path / "pre")
+    assert bad.exit_code == 2 and "pretrain checkpoint has no classifier" in bad.output
