@@ -60,11 +60,11 @@ SetOpt = typer.Option(None, "--set", "-s", metavar="KEY=VALUE",
 PrintOpt = typer.Option(False, "--print-config", help="Print the resolved config as YAML and exit.")
 DataOpt = typer.Option(None, "--data", "-d", help="Prepared dataset directory (sets data.path).")
 RunDirOpt = typer.Option(None, "--run-dir", "-o", help="Run directory for config, metrics and checkpoints "
-                                                       "[default: runs/<stage>-<time>].")
+                                                       "\\[default: runs/<stage>-<time>].")
 GpuOpt = typer.Option(None, "--gpu", help="Use CUDA device N (same as --device cuda:N).")
-DeviceOpt = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N (sets device) [default: auto].")
+DeviceOpt = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N (sets device) \\[default: auto].")
 SeedOpt = typer.Option(None, "--seed", help="Random seed for init, data order, masks and augmentation (sets seed) "
-                                            "[default: 42].")
+                                            "\\[default: 42].")
 ResumeOpt = typer.Option(False, "--resume", help="Continue the run in --run-dir from its last finished epoch.")
 QuietOpt = typer.Option(False, "--quiet", "-q", help="Print only warnings and the final result.")
 
@@ -130,7 +130,7 @@ def _root(version: bool = typer.Option(False, "--version", help="Print the versi
 def prepare_synthetic(
     out: Path = typer.Option(Path("data/synthetic"), "--out", "-o", help="Output dataset directory."),
     clips_per_class: int = typer.Option(None, "--clips-per-class", min=2,
-                                        help="Clips of each class [default: the demo size]."),
+                                        help="Clips of each class \\[default: the demo size]."),
     seed: int = typer.Option(0, "--seed", help="Generator seed; the same seed gives byte-identical data."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing dataset at --out."),
     quiet: bool = QuietOpt,
@@ -226,11 +226,11 @@ def finetune(
 def evaluate(
     checkpoint: str = typer.Argument(..., help="Finetuning run directory (uses checkpoints/best.safetensors) "
                                                "or a checkpoint file."),
-    data: Optional[str] = typer.Option(None, "--data", "-d", help="Prepared dataset [default: the one trained on]."),
+    data: Optional[str] = typer.Option(None, "--data", "-d", help="Prepared dataset \\[default: the one trained on]."),
     split: str = typer.Option("test", "--split", help="test, or val/train to inspect the training side."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Report JSON path [default: RUN_DIR/eval_<split>.json]."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Report JSON path \\[default: RUN_DIR/eval_<split>.json]."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Evaluation batch size "
-                                                                               "[default: the run's eval_batch_size]."),
+                                                                               "\\[default: the run's eval_batch_size]."),
     gpu: Optional[int] = GpuOpt, device: Optional[str] = DeviceOpt, quiet: bool = QuietOpt,
 ) -> None:
     """Top-1 and top-5 accuracy of a finetuned model on the test split, as a table and a JSON report.

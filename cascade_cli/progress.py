@@ -7,7 +7,6 @@ turn logs into noise. `quiet` keeps only warnings and the final result.
 
 from __future__ import annotations
 
-import sys
 import time
 from datetime import timedelta
 
@@ -21,7 +20,8 @@ def _fmt_eta(seconds: float) -> str:
 
 class Reporter:
     def __init__(self, quiet: bool = False, console: Console | None = None):
-        self.console = console or Console(stderr=False)
+        # soft_wrap: a log line stays one line whatever the (assumed 80-column) width of a pipe.
+        self.console = console or Console(soft_wrap=True)
         self.quiet = quiet
         self.live = self.console.is_terminal and not quiet
         self._progress: Progress | None = None
@@ -63,7 +63,3 @@ class Reporter:
         self.console.print(f"{self._stage} epoch {self._epoch}/{self._epochs}  {stats}  "
                            f"{samples_per_s:.0f} samples/s  ETA {_fmt_eta(eta_s)}", highlight=False)
 
-
-def plain_console() -> Console:
-    """A console for non-TTY output: no colour codes or wrapping that would garble logs."""
-    return Console(force_terminal=False, no_color=not sys.stdout.isatty(), width=200)
