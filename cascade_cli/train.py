@@ -214,7 +214,7 @@ def prepare_run_dir(run_dir: Path, cfg: Config, resume: bool) -> bool:
     return False
 
 
-def _amp_context(cfg: Config, device: torch.device, reporter: Reporter):
+def _amp_dtype(cfg: Config, device: torch.device, reporter: Reporter):
     if cfg.amp == "off":
         return None
     if device.type != "cuda":
@@ -238,7 +238,7 @@ def fit(setup: StageSetup, device: torch.device, reporter: Reporter, resume: boo
     optimizer = build_optimizer(params, setup.optim)
     steps_per_epoch = math.ceil(len(setup.splits.train) / setup.batch_size)
     scheduler = build_scheduler(optimizer, setup.optim, setup.epochs, steps_per_epoch)
-    amp_dtype = _amp_context(cfg, device, reporter)
+    amp_dtype = _amp_dtype(cfg, device, reporter)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
 
     start_epoch, best_score, best_epoch, elapsed = 1, None, 0, 0.0
@@ -315,7 +315,7 @@ def fit(setup: StageSetup, device: torch.device, reporter: Reporter, resume: boo
             best_epoch = epoch
             if setup.select == "val":
                 best_score = objective.score(val)
-        meta = {**setup.meta, "epoch": epoch, "git_commit": git_commit()}
+        meta = {**setup.meta, "epoch": epoch}
         save_checkpoint(ckpt_dir / "last.safetensors", model, cfg, meta)
         if improved:
             save_checkpoint(ckpt_dir / "best.safetensors", model, cfg,
@@ -336,7 +336,7 @@ def fit(setup: StageSetup, device: torch.device, reporter: Reporter, resume: boo
 
 def _dataset_meta(splits: Splits) -> dict:
     ds = splits.dataset
-    return {"dataset": ds.name, "dataset_path": str(ds.path), "protocol": splits.protocol,
+    return {"git_commit": git_commit(), "dataset": ds.name, "dataset_path": str(ds.path), "protocol": splits.protocol,
             "layout": ds.layout.to_dict(), "class_names": list(ds.class_names),
             "num_joints": ds.layout.num_joints, "in_channels": ds.layout.coords}
 
