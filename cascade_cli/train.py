@@ -341,15 +341,23 @@ def _dataset_meta(splits: Splits) -> dict:
             "num_joints": ds.layout.num_joints, "in_channels": ds.layout.coords}
 
 
+def _model_error(exc: ValueError) -> UserError:
+    """Model builders raise ValueError naming the config keys at fault; for the CLI that is user input."""
+    return UserError(str(exc))
+
+
 def pretrain(cfg: Config, run_dir: str | Path, reporter: Reporter, resume: bool = False) -> Path:
     """Masked pretraining of T1 (+ reconstruction decoder). Returns the selected checkpoint."""
     run_dir = Path(run_dir)
     splits = training_splits(cfg)
-    resume = prepare_run_dir(run_dir, cfg, resume)
     device = resolve_device(cfg.device)
-    torch.manual_seed(cfg.seed)
     ds = splits.dataset
-    model = build_t1(cfg.model, ds.layout.num_joints, ds.layout.coords, with_decoder=True)
+    torch.manual_seed(cfg.seed)
+    try:
+        model = build_t1(cfg.model, ds.layout.num_joints, ds.layout.coords, with_decoder=True)
+    except ValueError as exc:
+        raise _model_error(exc) from None
+    resume = prepare_run_dir(run_dir, cfg, resume)
     reporter.info(f"pretraining CascadeFormer {cfg.model.variant} T1 ({_count(model)} parameters) on "
                   f"{ds.name}/{splits.protocol}: {len(splits.train)} train, {len(splits.val)} val clips, {device}")
     setup = StageSetup(cfg, run_dir, model, PretrainObjective(cfg), splits, cfg.pretrain.epochs,
@@ -372,10 +380,13 @@ def finetune(cfg: Config, run_dir: str | Path, reporter: Reporter, resume: bool 
         raise UserError(f"{cfg.finetune.pretrained}: pretrained on {source.meta['num_joints']} joints x "
                         f"{source.meta['in_channels']} coords but {ds.path} has {ds.layout.num_joints} x "
                         f"{ds.layout.coords}")
-    resume = prepare_run_dir(run_dir, cfg, resume)
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
-    model = build_classifier(cfg.model, ds.layout.num_joints, ds.layout.coords, ds.num_classes)
+    try:
+        model = build_classifier(cfg.model, ds.layout.num_joints, ds.layout.coords, ds.num_classes)
+        set_t1_trainable(model, cfg.finetune.t1, cfg.finetune.t1_trainable_layers)
+    except ValueError as exc:
+        raise _model_error(exc) from None
     t1_weights = {k: v for k, v in source.state_dict.items() if not k.startswith("reconstruction_head.")}
     try:
         model.t1.load_state_dict(t1_weights)
@@ -383,10 +394,7 @@ def finetune(cfg: Config, run_dir: str | Path, reporter: Reporter, resume: bool 
         first = str(exc).strip().splitlines()
         raise UserError(f"{cfg.finetune.pretrained}: its T1 does not fit model settings of this run "
                         f"({first[1].strip() if len(first) > 1 else first[0]}); keep the model.* keys of pretraining") from None
-    try:
-        set_t1_trainable(model, cfg.finetune.t1, cfg.finetune.t1_trainable_layers)
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
+    resume = prepare_run_dir(run_dir, cfg, resume)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     reporter.info(f"finetuning CascadeFormer {cfg.model.variant} ({_count(model)} parameters, {trainable:,} trainable, "
                   f"T1 {cfg.finetune.t1}) on {ds.name}/{splits.protocol}: {len(splits.train)} train, "

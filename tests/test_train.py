@@ -121,3 +121,15 @@ def test_schedule_warmup_then_cosine():
     assert factors[0] == 0.0 and factors[5] == pytest.approx(0.5) and factors[10] == pytest.approx(1.0)
     assert factors[55] == pytest.approx(0.5) and factors[100] == pytest.approx(0.0)
     assert all(a >= b for a, b in zip(factors[10:], factors[11:]))
+
+
+def test_bad_model_settings_fail_cleanly_before_any_run_dir(tiny_dataset, tmp_path):
+    with pytest.raises(UserError, match="model.t1_heads: attention width 32 is not divisible by 3 heads"):
+        train.pretrain(tiny_config(tiny_dataset, "model.t1_heads=3"), tmp_path / "pre", QUIET)
+    assert not (tmp_path / "pre").exists()
+    train.pretrain(tiny_config(tiny_dataset, "pretrain.epochs=1"), tmp_path / "pre", QUIET)
+    cfg = tiny_config(tiny_dataset, "model.d_model=16")
+    cfg.finetune.pretrained = str(tmp_path / "pre")
+    with pytest.raises(UserError, match="does not fit model settings"):
+        train.finetune(cfg, tmp_path / "ft", QUIET)
+    assert not (tmp_path / "ft").exists()
