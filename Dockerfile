@@ -15,7 +15,9 @@ ENV PIP_EXTRA_INDEX_URL=${PIP_EXTRA_INDEX_URL} \
     PIP_NO_CACHE_DIR=1 \
     PYTHONUNBUFFERED=1
 
-# CUDA bases ship without Python; slim Python bases without make.
+# CUDA bases ship without Python; slim Python bases without make. Versions come from the base image's
+# distribution, which BASE_IMAGE chooses, so they are not pinned here.
+# hadolint ignore=DL3008
 RUN if ! command -v python3 >/dev/null || ! command -v make >/dev/null \
         || ! python3 -c "import venv, ensurepip" 2>/dev/null; then \
         apt-get update \
