@@ -7,8 +7,10 @@ turn logs into noise. `quiet` keeps only warnings and the final result.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from datetime import timedelta
+from typing import Callable, Iterator
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -63,3 +65,37 @@ class Reporter:
         self.console.print(f"{self._stage} epoch {self._epoch}/{self._epochs}  {stats}  "
                            f"{samples_per_s:.0f} samples/s  ETA {_fmt_eta(eta_s)}", highlight=False)
 
+
+    # -- progress over a batch of items (files to prepare, clips to score) ----------------------
+    @contextlib.contextmanager
+    def track(self, description: str, total: int) -> Iterator[Callable[[int], None]]:
+        """Yield advance(n). A live bar on a terminal; in logs a line at every tenth of the way."""
+        started, done, next_line = time.perf_counter(), 0, total / 10
+
+        def rate() -> float:
+            return done / max(time.perf_counter() - started, 1e-9)
+
+        if self.live:
+            bar = Progress(TextColumn(description), BarColumn(), MofNCompleteColumn(),
+                           TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=self.console,
+                           transient=True)
+            task = bar.add_task("", total=total, rate="")
+            with bar:
+                def advance(n: int) -> None:
+                    nonlocal done
+                    done += n
+                    bar.update(task, advance=n, rate=f"{rate():.0f}/s")
+
+                yield advance
+            return
+
+        def advance(n: int) -> None:
+            nonlocal done, next_line
+            done += n
+            if not self.quiet and (done >= next_line or done == total):
+                next_line = done + total / 10
+                eta = (total - done) / max(rate(), 1e-9)
+                self.console.print(f"{description}: {done}/{total} ({rate():.0f}/s, ETA {_fmt_eta(eta)})",
+                                   highlight=False)
+
+        yield advance

@@ -4,6 +4,7 @@ A prepared dataset is one directory:
 
     dataset.yaml   manifest: name, skeleton layout, classes, protocols, counts, array checksums
     frames.f32     every frame of every clip back to back, raw float32 [total_frames, M, J, C]
+    confidence.f32 optional, per-joint confidence or visibility, float32 [total_frames, M, J]
     clips.npz      one row per clip: offset, length, label, persons, subject, camera, setup, name,
                    and split.<protocol> (0 train, 1 test, -1 not in that protocol)
 
@@ -32,7 +33,7 @@ from cascade_cli.errors import UserError
 from cascade_cli.layouts import Layout
 
 FORMAT_VERSION = 1
-MANIFEST, FRAMES, CLIPS = "dataset.yaml", "frames.f32", "clips.npz"
+MANIFEST, FRAMES, CLIPS, CONFIDENCE = "dataset.yaml", "frames.f32", "clips.npz", "confidence.f32"
 SPLIT_CODES = {"train": 0, "test": 1}
 # Per-clip integer fields and their stored dtypes; `name` (unicode) and the split.* arrays join them.
 CLIP_FIELDS = {"offset": np.int64, "length": np.int32, "label": np.int32, "persons": np.int8,
@@ -78,7 +79,10 @@ class DatasetWriter:
     """
 
     def __init__(self, out_dir: str | Path, name: str, layout: Layout, persons: int,
-                 class_names: Sequence[str], overwrite: bool = False):
+                 class_names: Sequence[str], overwrite: bool = False, confidence: bool = False,
+                 extra_fields: dict[str, type] | None = None):
+        """confidence: clips carry a per-joint confidence (or 0/1 visibility) beside the coordinates.
+        extra_fields: further numeric per-clip fields, e.g. {"width": np.int32} for image sizes."""
         self.out_dir = Path(out_dir)
         if self.out_dir.exists() and not (overwrite and self.out_dir.is_dir()):
             raise UserError(f"{self.out_dir} already exists; choose another output directory or overwrite it")
@@ -88,7 +92,12 @@ class DatasetWriter:
         self.class_names = [str(c) for c in class_names]
         self.overwrite = overwrite
         self.tmp_dir = self.out_dir.with_name(f"{self.out_dir.name}.tmp-{os.getpid()}")
-        self._clips: dict[str, list] = {field: [] for field in (*CLIP_FIELDS, "name")}
+        self.extra_fields = dict(extra_fields or {})
+        if clash := set(self.extra_fields) & {*CLIP_FIELDS, "name"}:
+            raise ValueError(f"dataset {name}: extra field {sorted(clash)[0]!r} shadows a standard clip field")
+        self.with_confidence = confidence
+        self._clips: dict[str, list] = {field: [] for field in (*CLIP_FIELDS, *self.extra_fields, "name")}
+        self._files: dict[str, str] = {}
         self._protocols: dict[str, tuple[str, np.ndarray]] = {}
         self._frames_hash = hashlib.sha256()
         self._total_frames = 0
@@ -97,11 +106,14 @@ class DatasetWriter:
         shutil.rmtree(self.tmp_dir, ignore_errors=True)  # left by a crashed run whose pid was reused
         self.tmp_dir.mkdir(parents=True)
         self._frames_file = open(self.tmp_dir / FRAMES, "wb")
+        self._confidence_file = open(self.tmp_dir / CONFIDENCE, "wb") if self.with_confidence else None
+        self._confidence_hash = hashlib.sha256()
         return self
 
     def add_clip(self, frames: np.ndarray, label: int, name: str, subject: int = -1, camera: int = -1,
-                 setup: int = -1) -> None:
-        """Append one clip; frames is [T, M', J, C] with M' <= persons, missing persons are zero-filled."""
+                 setup: int = -1, confidence: np.ndarray | None = None, extra: dict | None = None) -> None:
+        """Append one clip; frames is [T, M', J, C] with M' <= persons, missing persons are zero-filled.
+        confidence [T, M', J] is required exactly when the writer was made with confidence=True."""
         frames = np.asarray(frames, dtype=np.float32)
         J, C = self.layout.num_joints, self.layout.coords
         if frames.ndim != 4 or frames.shape[0] < 1 or not 1 <= frames.shape[1] <= self.persons \
@@ -113,15 +125,40 @@ class DatasetWriter:
         if not np.isfinite(frames).all():
             raise UserError(f"clip {name}: contains non-finite coordinates (NaN or inf)")
         T, M = frames.shape[:2]
+        if (confidence is None) == self.with_confidence:
+            raise ValueError(f"clip {name}: confidence {'missing' if self.with_confidence else 'given'}, "
+                             f"but the dataset was declared with confidence={self.with_confidence}")
+        extra = extra or {}
+        if set(extra) != set(self.extra_fields):
+            raise ValueError(f"clip {name}: extra fields {sorted(extra)} != declared {sorted(self.extra_fields)}")
+        if confidence is not None:
+            confidence = np.asarray(confidence, dtype=np.float32)
+            if confidence.shape != (T, M, J) or not np.isfinite(confidence).all():
+                raise ValueError(f"clip {name}: confidence must be finite with shape {(T, M, J)}, got {confidence.shape}")
+            padded_conf = np.zeros((T, self.persons, J), np.float32)
+            padded_conf[:, :M] = confidence
+            self._write(self._confidence_file, self._confidence_hash, padded_conf)
         padded = np.zeros((T, self.persons, J, C), np.float32)
         padded[:, :M] = frames
-        data = padded.tobytes()
-        self._frames_file.write(data)
-        self._frames_hash.update(data)
+        self._write(self._frames_file, self._frames_hash, padded)
         for field, value in zip((*CLIP_FIELDS, "name"),
                                 (self._total_frames, T, label, M, subject, camera, setup, str(name))):
             self._clips[field].append(value)
+        for field, value in extra.items():
+            self._clips[field].append(value)
         self._total_frames += T
+
+    @staticmethod
+    def _write(file, digest, array: np.ndarray) -> None:
+        data = array.tobytes()
+        file.write(data)
+        digest.update(data)
+
+    def add_file(self, name: str, text: str) -> None:
+        """A side file (e.g. prepare_report.json) published together with the dataset."""
+        if name in (MANIFEST, FRAMES, CLIPS, CONFIDENCE) or "/" in name:
+            raise ValueError(f"side file name {name!r} is reserved or not a plain file name")
+        self._files[name] = text
 
     def set_protocol(self, name: str, description: str, membership: Sequence[int] | np.ndarray) -> None:
         """membership[i] is 0 (train), 1 (test) or -1 (unused) for the i-th added clip."""
@@ -135,6 +172,8 @@ class DatasetWriter:
     def __exit__(self, exc_type, exc, tb) -> None:
         try:
             self._frames_file.close()
+            if self._confidence_file is not None:
+                self._confidence_file.close()
             if exc_type is None:
                 self._publish()
         finally:
@@ -144,7 +183,8 @@ class DatasetWriter:
         n = len(self._clips["label"])
         if n == 0:
             raise ValueError(f"{self.out_dir}: no clips were added")
-        clips = {field: np.asarray(self._clips[field], dtype=dtype) for field, dtype in CLIP_FIELDS.items()}
+        clips = {field: np.asarray(self._clips[field], dtype=dtype)
+                 for field, dtype in {**CLIP_FIELDS, **self.extra_fields}.items()}
         clips["name"] = np.asarray(self._clips["name"], dtype=str)
         protocols = {}
         for protocol, (description, membership) in self._protocols.items():
@@ -158,6 +198,9 @@ class DatasetWriter:
         frames_shape = [self._total_frames, self.persons, self.layout.num_joints, self.layout.coords]
         arrays = {"frames": {"file": FRAMES, "dtype": "float32", "shape": frames_shape,
                              "sha256": self._frames_hash.hexdigest()}}
+        if self.with_confidence:
+            arrays["confidence"] = {"file": CONFIDENCE, "dtype": "float32", "shape": frames_shape[:3],
+                                    "sha256": self._confidence_hash.hexdigest()}
         for key, value in clips.items():
             arrays[key] = {"file": CLIPS, "dtype": value.dtype.str, "shape": list(value.shape),
                            "sha256": _sha256(value)}
@@ -169,9 +212,12 @@ class DatasetWriter:
             "class_names": self.class_names,
             "protocols": protocols,
             "counts": {"clips": n, "frames": self._total_frames},
+            "extra_fields": sorted(self.extra_fields),
             "arrays": arrays,
             "created_by": f"cascade {__version__}",
         }
+        for name, text in self._files.items():
+            (self.tmp_dir / name).write_text(text)
         # The manifest is written last: a directory without one is never mistaken for a dataset.
         (self.tmp_dir / MANIFEST).write_text(yaml.safe_dump(manifest, sort_keys=False))
 
@@ -202,7 +248,10 @@ class PreparedDataset:
         self.class_names: list[str] = [str(c) for c in manifest["class_names"]]
         self.protocols: dict[str, dict] = manifest["protocols"]
         self._clips = clips
+        self.extra_fields: list[str] = list(manifest.get("extra_fields", []))
+        self.has_confidence = "confidence" in manifest["arrays"]
         self._frames: np.memmap | None = None
+        self._confidence: np.memmap | None = None
 
     @property
     def num_classes(self) -> int:
@@ -229,9 +278,11 @@ class PreparedDataset:
         return self._clips["name"]
 
     def meta(self, field: str) -> np.ndarray:
-        """One per-clip array by name: offset, length, label, persons, subject, camera, setup, name."""
-        if field not in CLIP_FIELDS and field != "name":
-            raise KeyError(f"unknown clip field {field!r}; known: {', '.join([*CLIP_FIELDS, 'name'])}")
+        """One per-clip array by name: offset, length, label, persons, subject, camera, setup, name, and
+        the dataset's extra fields."""
+        known = [*CLIP_FIELDS, *self.extra_fields, "name"]
+        if field not in known:
+            raise KeyError(f"unknown clip field {field!r}; known: {', '.join(known)}")
         return self._clips[field]
 
     @property
@@ -244,11 +295,20 @@ class PreparedDataset:
     def __getstate__(self) -> dict:
         # A memmap pickles as an in-memory copy of the whole file; DataLoader workers started with
         # "spawn" would each receive one. Reopen the map in the worker instead.
-        return {**self.__dict__, "_frames": None}
+        return {**self.__dict__, "_frames": None, "_confidence": None}
 
     def clip(self, i: int) -> np.ndarray:  # [T, M, J, C]
         start = int(self.offsets[i])
         return np.array(self.frames[start:start + int(self.lengths[i])])
+
+    def clip_confidence(self, i: int) -> np.ndarray | None:  # [T, M, J], or None without confidence
+        if not self.has_confidence:
+            return None
+        if self._confidence is None:
+            shape = tuple(self.manifest["arrays"]["confidence"]["shape"])
+            self._confidence = np.memmap(self.path / CONFIDENCE, dtype=np.float32, mode="r", shape=shape)
+        start = int(self.offsets[i])
+        return np.array(self._confidence[start:start + int(self.lengths[i])])
 
     def resolve_protocol(self, protocol: str) -> str:
         """The protocol to use: the one named, or the only one when none is named."""
@@ -309,7 +369,8 @@ def open_dataset(path: str | Path) -> PreparedDataset:
         raise UserError(f"{clips_file}: cannot be read ({exc})") from None
     try:
         arrays = manifest["arrays"]
-        expected = {"frames", *CLIP_FIELDS, "name", *(f"split.{p}" for p in manifest["protocols"])}
+        expected = {"frames", *CLIP_FIELDS, "name", *manifest.get("extra_fields", []),
+                    *(f"split.{p}" for p in manifest["protocols"])}
         if missing := sorted(expected - set(arrays)):
             raise KeyError(f"arrays.{missing[0]}")
         frames_shape = [manifest["counts"]["frames"], manifest["persons"], len(manifest["layout"]["joint_names"]),
@@ -322,7 +383,7 @@ def open_dataset(path: str | Path) -> PreparedDataset:
 
     num_clips = manifest["counts"]["clips"]
     for key, spec in arrays.items():
-        if key == "frames":
+        if spec["file"] != CLIPS:
             continue
         if key not in clips:
             raise UserError(f"{clips_file}: array '{key}' listed in {MANIFEST} is missing")
@@ -330,11 +391,14 @@ def open_dataset(path: str | Path) -> PreparedDataset:
         if found != (spec["dtype"], spec["shape"]) or found[1] != [num_clips]:
             raise UserError(f"{clips_file}: array '{key}' is {found[0]} {found[1]}, "
                             f"{MANIFEST} says {spec['dtype']} {spec['shape']} for {num_clips} clips")
-    frames_file = path / FRAMES
-    expected_bytes = 4 * int(np.prod(arrays["frames"]["shape"]))
-    actual_bytes = frames_file.stat().st_size if frames_file.is_file() else None
-    if actual_bytes != expected_bytes:
-        found = "missing" if actual_bytes is None else f"{actual_bytes} bytes"
-        raise UserError(f"{frames_file}: {found}, expected {expected_bytes} bytes "
-                        f"(float32 {arrays['frames']['shape']}); re-create the dataset")
+    for key in ("frames", "confidence"):
+        if key not in arrays:
+            continue
+        raw_file = path / arrays[key]["file"]
+        expected_bytes = 4 * int(np.prod(arrays[key]["shape"]))
+        actual_bytes = raw_file.stat().st_size if raw_file.is_file() else None
+        if actual_bytes != expected_bytes:
+            found = "missing" if actual_bytes is None else f"{actual_bytes} bytes"
+            raise UserError(f"{raw_file}: {found}, expected {expected_bytes} bytes "
+                            f"(float32 {arrays[key]['shape']}); re-create the dataset")
     return dataset
