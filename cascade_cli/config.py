@@ -42,14 +42,38 @@ class DataConfig:
     crop_min: float = field(default=0.5, metadata=_range(0.0, 1.0, lo_open=True))
     eval_crop: float = field(default=0.95, metadata=_range(0.0, 1.0, lo_open=True))
     # Which person of a multi-person clip the model sees: the paper's "greatest motion variance",
-    # the official code's "largest sum of absolute coordinates", or always the first.
-    person: Literal["motion_variance", "abs_sum", "first"] = "motion_variance"
+    # the official code's "largest sum of absolute coordinates", always the first, or "both":
+    # every person, side by side along the joint axis (the model then sees persons x joints).
+    person: Literal["motion_variance", "abs_sum", "first", "both"] = "motion_variance"
+    # Joints whose confidence (Penn: visibility) is <= min_confidence: zeroed, as the official Penn
+    # code does, or kept. Datasets without confidence are unaffected.
+    invisible: Literal["zero", "keep"] = "zero"
+    min_confidence: float = field(default=0.0, metadata=_range(0.0, 1.0))
     # Joint subtracted from every frame (its position in the first frame), -1 for none.
     center_joint: int = field(default=-1, metadata=_range(-1))
-    # Random rotation about each axis, uniform in [-rotate, rotate] radians; training only.
+    # Random rotation about each of rotate_axes, uniform in [-rotate, rotate] radians; training only.
     rotate: float = field(default=0.0, metadata=_range(0.0))
+    rotate_axes: Literal["xyz", "xy"] = "xyz"
     # Random isotropic scale in [1 - scale, 1 + scale]; training only.
     scale: float = field(default=0.0, metadata=_range(0.0, 0.9))
+    # Coordinate normalisation: none; per-axis min-max of the clip to [-1, 1] (official N-UCLA);
+    # image size to [-1, 1] (needs per-clip width/height, as Penn Action has).
+    normalize: Literal["none", "minmax", "image"] = "none"
+    # Training-only dropping (official N-UCLA): with this probability zero one random axis in the
+    # whole clip / zero 4-12 random joints in 16-32 random frames.
+    axis_drop: float = field(default=0.0, metadata=_range(0.0, 1.0))
+    joint_drop: float = field(default=0.0, metadata=_range(0.0, 1.0))
+    # Items per training epoch = repeat x clips, each with its own random augmentation.
+    repeat: int = field(default=1, metadata=_range(1))
+    # Reproduce the official N-UCLA quirk: every copy keeps one augmentation for the whole run
+    # instead of drawing a fresh one each epoch.
+    frozen_augmentation: bool = False
+    # What the model sees per frame (paper Table 8): joint positions; bone vectors child - parent;
+    # both ends of every bone as two pseudo-joints; or each bone's slope and intercept.
+    representation: Literal["joints", "bone_sub", "bone_concat", "bone_param"] = "joints"
+    # bone_param divides by dx: "sign" keeps the slope's sign (|dx| >= 1e-6); "official" clamps dx
+    # to >= 1e-6 like the official code, which flips every bone pointing in -x (Table 8 quirk).
+    bone_param_clamp: Literal["sign", "official"] = "sign"
 
 
 @dataclass

@@ -11,7 +11,7 @@ import torch
 from cascade_cli.atomic import write_text
 from cascade_cli.checkpoint import load_checkpoint, resolve_checkpoint
 from cascade_cli.data.format import open_dataset
-from cascade_cli.data.pipeline import stratified_split
+from cascade_cli.data.pipeline import model_input_shape, stratified_split
 from cascade_cli.errors import UserError
 from cascade_cli.model import build_classifier
 from cascade_cli.progress import Reporter
@@ -43,9 +43,10 @@ def evaluate(checkpoint: str | Path, *, data_path: str | None = None, split: str
     ds = open_dataset(data_path or cfg.data.path)
     if list(ds.class_names) != list(ckpt.meta["class_names"]):
         raise UserError(f"{ds.path}: its class names differ from the ones {ckpt_path} was trained on")
-    if (ds.layout.num_joints, ds.layout.coords) != (ckpt.meta["num_joints"], ckpt.meta["in_channels"]):
-        raise UserError(f"{ds.path}: layout {ds.layout.num_joints}x{ds.layout.coords} does not match the "
-                        f"checkpoint's {ckpt.meta['num_joints']}x{ckpt.meta['in_channels']}")
+    shape = model_input_shape(ds, cfg.data)
+    if shape != (ckpt.meta["num_joints"], ckpt.meta["in_channels"]):
+        raise UserError(f"{ds.path}: gives model inputs of {shape[0]}x{shape[1]}, the checkpoint expects "
+                        f"{ckpt.meta['num_joints']}x{ckpt.meta['in_channels']}")
     protocol = ckpt.meta["protocol"]
     if split == "test":
         indices = ds.split_indices(protocol, "test")
@@ -58,7 +59,7 @@ def evaluate(checkpoint: str | Path, *, data_path: str | None = None, split: str
         raise UserError(f"{ds.path}: split '{split}' of protocol '{protocol}' is empty")
 
     dev = resolve_device(device or cfg.device)
-    model = build_classifier(cfg.model, ds.layout.num_joints, ds.layout.coords, ds.num_classes)
+    model = build_classifier(cfg.model, *shape, ds.num_classes)
     model.load_state_dict(ckpt.state_dict)
     model.to(dev).eval()
     loader = make_loader(ds, indices, cfg, train=False, batch_size=batch_size or cfg.eval_batch_size)

@@ -23,7 +23,7 @@ from cascade_cli.checkpoint import (git_commit, load_checkpoint, load_trainer_st
                                     save_checkpoint, save_trainer_state)
 from cascade_cli.config import Config, OptimConfig, dump_yaml
 from cascade_cli.data.format import PreparedDataset, open_dataset
-from cascade_cli.data.pipeline import Batch, ClipDataset, collate_clips, stratified_split
+from cascade_cli.data.pipeline import Batch, ClipDataset, collate_clips, model_input_shape, stratified_split
 from cascade_cli.errors import UserError
 from cascade_cli.masking import apply_mask, draw_mask, masked_mse
 from cascade_cli.model import build_classifier, build_t1, padding_mask, set_t1_trainable
@@ -236,7 +236,7 @@ def fit(setup: StageSetup, device: torch.device, reporter: Reporter, resume: boo
     model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = build_optimizer(params, setup.optim)
-    steps_per_epoch = math.ceil(len(setup.splits.train) / setup.batch_size)
+    steps_per_epoch = math.ceil(len(setup.splits.train) * cfg.data.repeat / setup.batch_size)
     scheduler = build_scheduler(optimizer, setup.optim, setup.epochs, steps_per_epoch)
     amp_dtype = _amp_dtype(cfg, device, reporter)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
@@ -334,11 +334,13 @@ def fit(setup: StageSetup, device: torch.device, reporter: Reporter, resume: boo
     return ckpt_dir / "best.safetensors"
 
 
-def _dataset_meta(splits: Splits) -> dict:
+def _dataset_meta(splits: Splits, cfg: Config) -> dict:
     ds = splits.dataset
+    num_joints, in_channels = model_input_shape(ds, cfg.data)
     return {"git_commit": git_commit(), "dataset": ds.name, "dataset_path": str(ds.path), "protocol": splits.protocol,
             "layout": ds.layout.to_dict(), "class_names": list(ds.class_names),
-            "num_joints": ds.layout.num_joints, "in_channels": ds.layout.coords}
+            "representation": cfg.data.representation, "person": cfg.data.person,
+            "num_joints": num_joints, "in_channels": in_channels}
 
 
 def _model_error(exc: ValueError) -> UserError:
@@ -354,7 +356,7 @@ def pretrain(cfg: Config, run_dir: str | Path, reporter: Reporter, resume: bool 
     ds = splits.dataset
     torch.manual_seed(cfg.seed)
     try:
-        model = build_t1(cfg.model, ds.layout.num_joints, ds.layout.coords, with_decoder=True)
+        model = build_t1(cfg.model, *model_input_shape(ds, cfg.data), with_decoder=True)
     except ValueError as exc:
         raise _model_error(exc) from None
     resume = prepare_run_dir(run_dir, cfg, resume)
@@ -362,7 +364,7 @@ def pretrain(cfg: Config, run_dir: str | Path, reporter: Reporter, resume: bool 
                   f"{ds.name}/{splits.protocol}: {len(splits.train)} train, {len(splits.val)} val clips, {device}")
     setup = StageSetup(cfg, run_dir, model, PretrainObjective(cfg), splits, cfg.pretrain.epochs,
                        cfg.pretrain.batch_size, cfg.pretrain.optim, cfg.pretrain.select,
-                       {"kind": "pretrain", "variant": cfg.model.variant, **_dataset_meta(splits)})
+                       {"kind": "pretrain", "variant": cfg.model.variant, **_dataset_meta(splits, cfg)})
     return fit(setup, device, reporter, resume)
 
 
@@ -376,14 +378,15 @@ def finetune(cfg: Config, run_dir: str | Path, reporter: Reporter, resume: bool 
         raise UserError(f"{cfg.finetune.pretrained}: expected a pretraining checkpoint, got '{source.meta.get('kind')}'")
     splits = training_splits(cfg)
     ds = splits.dataset
-    if (source.meta["num_joints"], source.meta["in_channels"]) != (ds.layout.num_joints, ds.layout.coords):
-        raise UserError(f"{cfg.finetune.pretrained}: pretrained on {source.meta['num_joints']} joints x "
-                        f"{source.meta['in_channels']} coords but {ds.path} has {ds.layout.num_joints} x "
-                        f"{ds.layout.coords}")
+    shape = model_input_shape(ds, cfg.data)
+    if (source.meta["num_joints"], source.meta["in_channels"]) != shape:
+        raise UserError(f"{cfg.finetune.pretrained}: pretrained on inputs of {source.meta['num_joints']} joints x "
+                        f"{source.meta['in_channels']} channels but {ds.path} with these data.* settings gives "
+                        f"{shape[0]} x {shape[1]}")
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     try:
-        model = build_classifier(cfg.model, ds.layout.num_joints, ds.layout.coords, ds.num_classes)
+        model = build_classifier(cfg.model, *shape, ds.num_classes)
         set_t1_trainable(model, cfg.finetune.t1, cfg.finetune.t1_trainable_layers)
     except ValueError as exc:
         raise _model_error(exc) from None
@@ -402,7 +405,7 @@ def finetune(cfg: Config, run_dir: str | Path, reporter: Reporter, resume: bool 
     setup = StageSetup(cfg, run_dir, model, FinetuneObjective(cfg), splits, cfg.finetune.epochs,
                        cfg.finetune.batch_size, cfg.finetune.optim, cfg.finetune.select,
                        {"kind": "finetune", "variant": cfg.model.variant, "num_classes": ds.num_classes,
-                        "pretrained": str(cfg.finetune.pretrained), **_dataset_meta(splits)})
+                        "pretrained": str(cfg.finetune.pretrained), **_dataset_meta(splits, cfg)})
     return fit(setup, device, reporter, resume)
 
 

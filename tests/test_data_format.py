@@ -182,7 +182,7 @@ def test_layouts():
     assert Layout.from_dict(NTU25.to_dict()) == NTU25
     assert get_layout("ntu25") is LAYOUTS["ntu25"] is NTU25
     with pytest.raises(UserError, match="ntu25"):
-        get_layout("coco17")
+        get_layout("no_such_layout")
     # The 24 bones connect all 25 joints into one tree, each child listed once.
     children = [c for c, _ in NTU25.bones]
     assert len(set(children)) == 24 and set(range(25)) - set(children) == {20}  # SpineShoulder is the root

@@ -8,7 +8,7 @@ from torch.utils.data import DataLoader
 
 from cascade_cli.config import DataConfig
 from cascade_cli.data.format import DatasetWriter, open_dataset
-from cascade_cli.data.pipeline import (ClipDataset, center, collate_clips, resize, sample_frames, select_person,
+from cascade_cli.data.pipeline import (ClipDataset, center, collate_clips, resize, sample_frames, select_persons,
                                        stratified_split)
 from cascade_cli.errors import UserError
 from cascade_cli.layouts import Layout
@@ -67,31 +67,34 @@ def test_person_selection_rules_disagree_where_they_should():
     clip = np.zeros((T, 3, 4, 3), np.float32)  # person 2 is absent
     clip[:, 0] = 5.0  # still but far from the origin: largest |coordinates|
     clip[:, 1] = 0.5 * np.sin(np.arange(T))[:, None, None]  # moving near the origin
-    assert select_person(clip, "abs_sum")[0, 0, 0] == 5.0
-    np.testing.assert_array_equal(select_person(clip, "motion_variance"), clip[:, 1])
-    np.testing.assert_array_equal(select_person(clip, "first"), clip[:, 0])
+    assert select_persons(clip, "abs_sum")[0, 0, 0, 0] == 5.0
+    np.testing.assert_array_equal(select_persons(clip, "motion_variance"), clip[:, 1:2])
+    np.testing.assert_array_equal(select_persons(clip, "first"), clip[:, 0:1])
+    np.testing.assert_array_equal(select_persons(clip, "both"), clip)
 
 
 def test_absent_people_never_win():
     clip = np.zeros((6, 2, 4, 3), np.float32)
     clip[:, 1] = 2.0  # the only person present does not move at all, and is second
     for rule in ("motion_variance", "abs_sum", "first"):
-        np.testing.assert_array_equal(select_person(clip, rule), clip[:, 1])
+        np.testing.assert_array_equal(select_persons(clip, rule), clip[:, 1:2])
 
 
 def test_motion_variance_ignores_frames_where_a_person_is_missing():
     clip = np.zeros((10, 2, 4, 3), np.float32)
     clip[:5, 0] = 4.0  # leaves halfway: variance over all frames would be huge, over its own is zero
     clip[:, 1] = 0.1 * np.arange(10)[:, None, None]  # drifts slowly
-    np.testing.assert_array_equal(select_person(clip, "motion_variance"), clip[:, 1])
+    np.testing.assert_array_equal(select_persons(clip, "motion_variance"), clip[:, 1:2])
 
 
 def test_center_subtracts_the_joint_in_the_first_visible_frame():
-    x = np.random.default_rng(0).normal(size=(5, 4, 3)).astype(np.float32)
-    x[0] = 0  # person not yet seen
+    x = np.random.default_rng(0).normal(size=(5, 2, 4, 3)).astype(np.float32)
+    x[0, 0] = 0  # first person not yet seen
+    x[3, 1] = 0  # second person missing in one frame
     out = center(x, joint=2)
-    np.testing.assert_allclose(out[1:], x[1:] - x[1, 2])
-    assert not out[0].any() and not out[1, 2].any()
+    np.testing.assert_allclose(out[1:, 0], x[1:, 0] - x[1, 0, 2])
+    np.testing.assert_allclose(out[[0, 1, 2, 4], 1], x[[0, 1, 2, 4], 1] - x[1, 0, 2])  # same origin for both
+    assert not out[0, 0].any() and not out[1, 0, 2].any() and not out[3, 1].any()
 
 
 def test_resize_matches_torch_interpolate():
@@ -169,7 +172,7 @@ def test_evaluation_is_deterministic_and_unaugmented(dataset):
     x = evaluation[0][0]
     evaluation.set_epoch(5)
     assert torch.equal(evaluation[0][0], x)
-    expected = resize(center(select_person(dataset.clip(3), "motion_variance"), 0), 16)
+    expected = resize(center(select_persons(dataset.clip(3), "motion_variance"), 0), 16)[:, 0]
     np.testing.assert_allclose(x.numpy(), expected, rtol=1e-6)
     # Training sees the same frames (no crop at crop_min = 1), rotated and scaled about the centre joint:
     # distances between joints change by one common factor.

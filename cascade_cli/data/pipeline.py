@@ -1,7 +1,7 @@
 """Training-time data: validation split, per-clip transforms, and batching of ragged clips.
 
-A clip goes through, in order: person selection -> centring -> temporal sampling -> augmentation
-(training only). The temporal step mimics the CTR-GCN NTU feeder used by the official CascadeFormer
+A clip goes through the steps listed in ClipDataset (person selection, centring, augmentation,
+normalisation, temporal sampling, drops, representation). The temporal step mimics the CTR-GCN NTU feeder used by the official CascadeFormer
 NTU code (reference cascadeformer.md §B.8): a random crop of the valid frames, linearly resized.
 
 Every random draw comes from a generator seeded by (seed, epoch, clip index), so an epoch's
@@ -20,6 +20,7 @@ from torch.utils.data import Dataset
 
 from cascade_cli.config import DataConfig
 from cascade_cli.data.format import PreparedDataset
+from cascade_cli.data.representation import output_shape, represent
 from cascade_cli.errors import UserError
 
 
@@ -48,9 +49,8 @@ def stratified_split(labels: np.ndarray, indices: np.ndarray, fraction: float,
 # Per-clip transforms (numpy, float32)
 
 
-def select_person(clip: np.ndarray, rule: str) -> np.ndarray:
-    """[T, M, J, C] -> [T, J, C]: the one person the model sees. A person who is all zeros (absent)
-    never wins, so the rule only decides between people actually in the clip."""
+def person_scores(clip: np.ndarray, rule: str) -> np.ndarray:
+    """[T, M, J, C] -> (M,) activity score per person; absent persons (all zeros) score -inf."""
     visible = np.abs(clip).sum(axis=(2, 3)) > 0  # (T, M) person m seen in frame t
     if rule == "first":
         score = -np.arange(clip.shape[1], dtype=np.float64)
@@ -60,37 +60,44 @@ def select_person(clip: np.ndarray, rule: str) -> np.ndarray:
         seen = visible[:, :, None, None]
         count = np.maximum(visible.sum(axis=0), 1)[:, None, None]  # (M, 1, 1)
         mean = (clip * seen).sum(axis=0, dtype=np.float64) / count
-        score = (((clip - mean) * seen) ** 2).sum(axis=0) / count  # (M, J, C)
-        score = score.sum(axis=(1, 2))
+        score = ((((clip - mean) * seen) ** 2).sum(axis=0) / count).sum(axis=(1, 2))
     else:
         raise ValueError(f"unknown person rule {rule!r}")
-    score = np.where(visible.any(axis=0), score, -np.inf)
-    return clip[:, int(np.argmax(score))]
+    return np.where(visible.any(axis=0), score, -np.inf)
+
+
+def select_persons(clip: np.ndarray, rule: str) -> np.ndarray:
+    """[T, M, J, C] -> [T, P, J, C]: the one most active person by `rule` (P = 1), or all (rule both)."""
+    if rule == "both":
+        return clip
+    best = int(np.argmax(person_scores(clip, rule)))
+    return clip[:, best:best + 1]
 
 
 def center(x: np.ndarray, joint: int) -> np.ndarray:
-    """Subtract `joint`'s position in the first frame the person is seen. Frames where the person is
-    absent stay exactly zero, as in CTR-GCN's seq_translation, so absence remains recognisable."""
-    visible = np.abs(x).sum(axis=(1, 2)) > 0  # (T,)
-    if not visible.any():
+    """[T, P, J, C]: subtract `joint` of the first person in the first frame that person is seen,
+    from every person. Frames where a person is absent stay exactly zero, as in CTR-GCN's
+    seq_translation, so absence remains recognisable."""
+    visible = np.abs(x).sum(axis=(2, 3)) > 0  # (T, P)
+    if not visible[:, 0].any():
         return x
-    origin = x[np.argmax(visible), joint]  # (C,)
-    return np.where(visible[:, None, None], x - origin, x)
+    origin = x[np.argmax(visible[:, 0]), 0, joint]  # (C,)
+    return np.where(visible[:, :, None, None], x - origin, x)
 
 
 def resize(x: np.ndarray, frames: int) -> np.ndarray:
-    """[L, J, C] -> [frames, J, C] by linear interpolation in time, with the sample grid of
+    """[L, ...] -> [frames, ...] by linear interpolation in time, with the sample grid of
     F.interpolate(..., align_corners=False) that CTR-GCN's valid_crop_resize uses."""
     L = len(x)
     src = np.clip((np.arange(frames) + 0.5) * L / frames - 0.5, 0, L - 1)
     lo = np.floor(src).astype(np.int64)
     hi = np.minimum(lo + 1, L - 1)
-    w = (src - lo).astype(np.float32)[:, None, None]
+    w = (src - lo).astype(np.float32).reshape(-1, *([1] * (x.ndim - 1)))
     return (1 - w) * x[lo] + w * x[hi]
 
 
 def sample_frames(x: np.ndarray, cfg: DataConfig, rng: np.random.Generator | None) -> np.ndarray:
-    """[L, J, C] -> [cfg.frames, J, C]; rng is None for evaluation, which is deterministic."""
+    """[L, ...] -> [cfg.frames, ...]; rng is None for evaluation, which is deterministic."""
     L = len(x)
     if cfg.sampling == "indices":
         if rng is None:
@@ -116,48 +123,120 @@ def rotation_matrix(angles: np.ndarray) -> np.ndarray:
 
 
 def augment(x: np.ndarray, cfg: DataConfig, rng: np.random.Generator) -> np.ndarray:
-    """One random rotation (3-D only) and one isotropic scale for the whole clip."""
+    """One random rotation (3-D only) and one isotropic scale for the whole clip, all persons alike."""
     if cfg.rotate > 0 and x.shape[-1] == 3:
-        x = x @ rotation_matrix(rng.uniform(-cfg.rotate, cfg.rotate, 3)).T.astype(np.float32)
+        angles = rng.uniform(-cfg.rotate, cfg.rotate, 3)
+        if cfg.rotate_axes == "xy":
+            angles[2] = 0.0
+        x = x @ rotation_matrix(angles).T.astype(np.float32)
     if cfg.scale > 0:
         x = x * np.float32(rng.uniform(1 - cfg.scale, 1 + cfg.scale))
     return x
 
 
-class ClipDataset(Dataset):
-    """Clips of a prepared dataset as (x [T, J, C] float32, label) pairs, transformed per DataConfig.
+def normalize(x: np.ndarray, how: str, image_size: tuple[float, float] | None) -> np.ndarray:
+    """minmax: each axis of the clip mapped to [-1, 1] over all its points (official N-UCLA; it also
+    cancels translation and scale). image: pixels divided by the image width/height to [-1, 1]."""
+    if how == "minmax":
+        lo = x.min(axis=tuple(range(x.ndim - 1)))
+        span = np.maximum(x.max(axis=tuple(range(x.ndim - 1))) - lo, 1e-8)
+        return ((x - lo) / span * 2 - 1).astype(np.float32)
+    if how == "image":
+        scale = np.ones(x.shape[-1], np.float32)
+        scale[:2] = image_size
+        return (x / scale * 2 - 1).astype(np.float32)
+    return x
 
-    Call set_epoch before each training epoch to draw fresh augmentations. Workers see the new epoch
-    only if the DataLoader re-creates them each epoch (the default, persistent_workers=False).
+
+def drop_parts(x: np.ndarray, cfg: DataConfig, rng: np.random.Generator) -> np.ndarray:
+    """[T, P, J, C]: the official N-UCLA axis drop (one whole axis zeroed) and joint drop (4-12 joints
+    zeroed in 16-32 frames), each with its probability; bounds shrink for small clips and layouts."""
+    T, _, J, C = x.shape
+    x = x.copy()
+    if cfg.axis_drop > 0 and rng.random() < cfg.axis_drop:
+        x[..., rng.integers(C)] = 0
+    if cfg.joint_drop > 0 and rng.random() < cfg.joint_drop:
+        joints = rng.choice(J, size=int(rng.integers(min(4, J), min(12, J) + 1)), replace=False)
+        frames = rng.choice(T, size=int(rng.integers(min(16, T), min(32, T) + 1)), replace=False)
+        x[np.ix_(frames, np.arange(x.shape[1]), joints)] = 0
+    return x
+
+
+def model_input_shape(dataset: PreparedDataset, cfg: DataConfig) -> tuple[int, int]:
+    """(joints, channels) of one model input frame: persons side by side, in the chosen representation."""
+    layout = dataset.layout
+    joints, channels = output_shape(cfg.representation, layout.num_joints, len(layout.bones), layout.coords)
+    persons = dataset.persons if cfg.person == "both" else 1
+    return persons * joints, channels
+
+
+class ClipDataset(Dataset):
+    """Clips of a prepared dataset as (x [T, J', C'] float32, label) pairs, transformed per DataConfig.
+
+    Order: persons -> invisible joints -> centring -> rotation/scale -> normalisation -> temporal
+    sampling -> axis/joint drop -> representation -> persons side by side. Training sees `repeat`
+    copies of every clip per epoch, each with its own augmentation; call set_epoch before each epoch
+    to draw fresh ones (unless cfg.frozen_augmentation). Workers see the new epoch only if the
+    DataLoader re-creates them each epoch (the default, persistent_workers=False).
     """
 
     def __init__(self, dataset: PreparedDataset, indices: Sequence[int] | np.ndarray, cfg: DataConfig,
                  train: bool, seed: int):
-        if cfg.center_joint >= dataset.layout.num_joints:
+        layout = dataset.layout
+        if cfg.center_joint >= layout.num_joints:
             raise UserError(f"data.center_joint is {cfg.center_joint}, but {dataset.path} has "
-                            f"{dataset.layout.num_joints} joints (0..{dataset.layout.num_joints - 1})")
+                            f"{layout.num_joints} joints (0..{layout.num_joints - 1})")
+        if cfg.normalize == "image" and not {"width", "height"} <= set(dataset.extra_fields):
+            raise UserError(f"data.normalize=image needs per-clip width and height, which {dataset.path} "
+                            "does not have (Penn Action has them); use minmax or none")
+        if cfg.representation != "joints" and not layout.bones:
+            raise UserError(f"data.representation={cfg.representation} needs bones, but layout "
+                            f"{layout.name} of {dataset.path} has none")
         self.dataset = dataset
         self.indices = np.asarray(indices, dtype=np.int64)
         self.cfg, self.train, self.seed = cfg, train, seed
+        self.copies = cfg.repeat if train else 1
+        self.bones = np.asarray(layout.bones, dtype=np.int64).reshape(-1, 2)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return len(self.indices)
+        return len(self.indices) * self.copies
 
     def __getitem__(self, k: int) -> tuple[torch.Tensor, int]:
-        clip_index = int(self.indices[k])
-        rng = np.random.default_rng([self.seed, self.epoch, clip_index]) if self.train else None
-        x = select_person(self.dataset.clip(clip_index), self.cfg.person)  # (L, J, C)
-        if self.cfg.center_joint >= 0:
-            x = center(x, self.cfg.center_joint)
-        if self.cfg.frames > 0:
-            x = sample_frames(x, self.cfg, rng)  # (frames, J, C)
-        if rng is not None:
-            x = augment(x, self.cfg, rng)
+        copy, clip_index = divmod(k, len(self.indices))
+        clip_index = int(self.indices[clip_index])
+        rng = None
+        if self.train:
+            epoch = 0 if self.cfg.frozen_augmentation else self.epoch
+            rng = np.random.default_rng([self.seed, epoch, copy, clip_index])
+        x = self.transform(clip_index, rng)
         return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), int(self.dataset.labels[clip_index])
+
+    def transform(self, clip_index: int, rng: np.random.Generator | None) -> np.ndarray:
+        cfg, ds = self.cfg, self.dataset
+        clip = ds.clip(clip_index)  # (L, M, J, C)
+        confidence = ds.clip_confidence(clip_index)  # (L, M, J) or None
+        if confidence is not None and cfg.invisible == "zero":
+            clip = np.where((confidence > cfg.min_confidence)[..., None], clip, 0.0).astype(np.float32)
+        x = select_persons(clip, cfg.person)  # (L, P, J, C)
+        if cfg.center_joint >= 0:
+            x = center(x, cfg.center_joint)
+        if rng is not None:
+            x = augment(x, cfg, rng)
+        if cfg.normalize != "none":
+            size = None
+            if cfg.normalize == "image":
+                size = (float(ds.meta("width")[clip_index]), float(ds.meta("height")[clip_index]))
+            x = normalize(x, cfg.normalize, size)
+        if cfg.frames > 0:
+            x = sample_frames(x, cfg, rng)  # (frames, P, J, C)
+        if rng is not None:
+            x = drop_parts(x, cfg, rng)
+        x = represent(x, cfg.representation, self.bones, cfg.bone_param_clamp)  # (T, P, J', C')
+        return x.reshape(len(x), -1, x.shape[-1])  # (T, P*J', C')
 
 
 class Batch(NamedTuple):
