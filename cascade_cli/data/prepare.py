@@ -203,11 +203,13 @@ def _process_chunks(spec: PrepareSpec, parse: Callable[[str], RawClip], chunks: 
 
 def prepare(spec: PrepareSpec, sources: Sequence[str], parse: Callable[[str], RawClip], out_dir: str | Path, *,
             raw_dir: str, workers: int | None = None, strict: bool = False, overwrite: bool = False,
-            skipped: Sequence[tuple[str, str]] = (), reporter: Reporter | None = None,
-            finalize: Callable[[Path], None] | None = None, chunk_size: int = 64) -> dict:
+            skipped: Sequence[tuple[str, str]] = (), warnings: Sequence[tuple[str, str]] = (),
+            reporter: Reporter | None = None, finalize: Callable[[Path], None] | None = None,
+            chunk_size: int = 64) -> dict:
     """Parse `sources` into the prepared dataset `out_dir`; return the report (also saved as
     prepare_report.json inside the dataset). `parse` runs in worker processes, so it must be a
-    module-level function or a functools.partial of one."""
+    module-level function or a functools.partial of one. `skipped` and `warnings` are (file, text)
+    pairs the caller found before parsing (e.g. the NTU missing list, orphan label rows)."""
     reporter = reporter or Reporter(quiet=True)
     out_dir = Path(out_dir)
     if out_dir.exists() and not overwrite:
@@ -226,7 +228,7 @@ def prepare(spec: PrepareSpec, sources: Sequence[str], parse: Callable[[str], Ra
 
     report = {"dataset": spec.name, "raw_dir": str(raw_dir), "sources": len(sources) + len(skipped),
               "prepared": 0, "skipped": [{"file": f, "reason": r} for f, r in skipped],
-              "rejected": [], "warnings": [], "protocols": {}}
+              "rejected": [], "warnings": [{"file": f, "message": m} for f, m in warnings], "protocols": {}}
     meta: dict[str, list] = {key: [] for key in ("name", *META_FIELDS, *spec.extra_fields)}
     with DatasetWriter(out_dir, spec.name, spec.layout, spec.persons, spec.class_names, overwrite=overwrite,
                        confidence=spec.confidence, extra_fields=spec.extra_fields) as writer:

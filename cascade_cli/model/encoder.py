@@ -10,7 +10,6 @@ same in train and eval.
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
 
