@@ -88,3 +88,49 @@ def test_full_lifecycle_through_the_cli(tmp_path):
     # Evaluating a pretraining run is refused with a reason.
     bad = invoke("evaluate", tmp_path / "pre")
     assert bad.exit_code == 2 and "pretrain checkpoint has no classifier" in bad.output
+
+
+def test_prepare_and_inspect_real_nucla_through_the_cli(tmp_path):
+    from tests.conftest import shared_dataset
+
+    raw = shared_dataset("nw_ucla", "all_sqe")
+    result = invoke("prepare", "nucla", "--raw-dir", raw, "--out", tmp_path / "nucla", "--workers", 2)
+    assert result.exit_code == 0, result.output
+    assert "prepared 1484 of 1484 files" in result.output
+    assert "protocol cross_view: 1020 train / 464 test" in result.output
+    assert "warning" in result.output and "a04_s01_e01_v01.json" in result.output
+    info = invoke("data", "info", tmp_path / "nucla")
+    assert info.exit_code == 0, info.output
+    assert "integrity: every array matches its checksum" in info.output
+    assert "pick up with one hand" in info.output.replace("_", " ")
+    # A flipped byte in the frames is caught by the integrity check.
+    frames = tmp_path / "nucla" / "frames.f32"
+    data = bytearray(frames.read_bytes())
+    data[1000] ^= 0xFF
+    frames.write_bytes(bytes(data))
+    broken = invoke("data", "info", tmp_path / "nucla")
+    assert broken.exit_code == 1 and "does not match its checksum" in broken.output
+
+
+def test_bad_file_is_reported_and_strict_fails(tmp_path):
+    from tests.conftest import shared_dataset
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for path in sorted(shared_dataset("nw_ucla", "all_sqe").glob("a01_s01_*.json"))[:4]:
+        (raw / path.name).write_bytes(path.read_bytes())
+    (raw / "a02_s01_e00_v01.json").write_text('{"file_name": "a02_s01_e00_v01", "skeletons": [[')
+    lenient = invoke("prepare", "nucla", "--raw-dir", raw, "--out", tmp_path / "ok", "--workers", 1)
+    assert lenient.exit_code == 0, lenient.output
+    assert "prepared 4 of 5 files" in lenient.output and "rejected" in lenient.output
+    strict = invoke("prepare", "nucla", "--raw-dir", raw, "--out", tmp_path / "strict", "--workers", 1, "--strict")
+    assert strict.exit_code != 0 and "a02_s01_e00_v01.json" in strict.output
+    assert not (tmp_path / "strict").exists()
+
+
+def test_demo_on_a_prepared_dataset(tiny_dataset, tmp_path):
+    result = invoke("demo", "--data", tiny_dataset, "--out", tmp_path / "demo", "--quiet",
+                    *sets("pretrain.epochs=1", "finetune.epochs=1", "model.d_model=32"))
+    assert result.exit_code == 0, result.output
+    assert "demo test top-1:" in result.output
+    assert not (tmp_path / "demo" / "data").exists()  # nothing was prepared

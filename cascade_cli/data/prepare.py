@@ -280,6 +280,10 @@ def summary_lines(report: dict, limit: int = 5) -> list[str]:
         lines.append(f"  rejected {entry['file']}: {entry['reason']}")
     if len(report["rejected"]) > limit:
         lines.append(f"  ... and {len(report['rejected']) - limit} more rejected (see {REPORT})")
+    for entry in report["warnings"][:limit]:
+        lines.append(f"  warning {entry['file']}: {entry['message']}")
+    if len(report["warnings"]) > limit:
+        lines.append(f"  ... and {len(report['warnings']) - limit} more warnings (see {REPORT})")
     for protocol, counts in report["protocols"].items():
         lines.append(f"  protocol {protocol}: {counts['train']} train / {counts['test']} test")
     return lines
