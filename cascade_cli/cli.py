@@ -32,6 +32,8 @@ prepare_app = typer.Typer(help="Turn raw skeleton data into a prepared dataset d
 app.add_typer(prepare_app, name="prepare")
 data_app = typer.Typer(help="Inspect prepared datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+presets_app = typer.Typer(help="The YAML presets: the demo, and one per paper experiment.", no_args_is_help=True)
+app.add_typer(presets_app, name="presets")
 
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -160,6 +162,12 @@ StrictOpt = typer.Option(False, "--strict", help="Fail (non-zero exit, no datase
                                                  "instead of reporting and skipping it.")
 OverwriteOpt = typer.Option(False, "--overwrite", help="Replace an existing dataset at --out once the new one is complete.")
 
+ExportNpzOpt = typer.Option(None, "--export-npz", help="Also write the de-facto standard arrays per protocol "
+                            "(NTU60_CS.npz, NTU60_CV.npz / NTU120_CSub.npz, NTU120_CSet.npz: x (N,300,150), "
+                            "one-hot y) into this folder, for other toolkits.")
+MissingListOpt = typer.Option(None, "--missing-list", help="An extra missing-skeleton list (official header lines "
+                              "are fine), added to the shipped official one.")
+
 
 def _finish_prepare(report: dict, out: Path, quiet: bool) -> None:
     from cascade_cli.data.prepare import REPORT, summary_lines
@@ -175,11 +183,7 @@ def _finish_prepare(report: dict, out: Path, quiet: bool) -> None:
 def prepare_ntu60(
     raw_dir: Path = typer.Option(..., "--raw-dir", help="Folder with the raw .skeleton files (searched recursively)."),
     out: Path = OutOpt, workers: Optional[int] = WorkersOpt, strict: bool = StrictOpt, overwrite: bool = OverwriteOpt,
-    export_npz: Optional[Path] = typer.Option(None, "--export-npz", help="Also write NTU60_CS.npz / NTU60_CV.npz "
-                                              "(x (N,300,150), one-hot y) into this folder, for other toolkits."),
-    missing_list: Optional[Path] = typer.Option(None, "--missing-list", help="Missing-skeleton list to use instead "
-                                                "of the shipped official one (header lines are fine)."),
-    quiet: bool = QuietOpt,
+    export_npz: Optional[Path] = ExportNpzOpt, missing_list: Optional[Path] = MissingListOpt, quiet: bool = QuietOpt,
 ) -> None:
     """Prepare NTU RGB+D 60 from raw .skeleton files, with the standard denoising and both protocols.
 
@@ -197,11 +201,7 @@ def prepare_ntu60(
 def prepare_ntu120(
     raw_dir: Path = typer.Option(..., "--raw-dir", help="Folder with the raw .skeleton files of NTU 120 (S001-S032)."),
     out: Path = OutOpt, workers: Optional[int] = WorkersOpt, strict: bool = StrictOpt, overwrite: bool = OverwriteOpt,
-    export_npz: Optional[Path] = typer.Option(None, "--export-npz", help="Also write NTU120_CSub.npz / "
-                                              "NTU120_CSet.npz into this folder."),
-    missing_list: Optional[Path] = typer.Option(None, "--missing-list", help="Missing-skeleton list to use instead "
-                                                "of the shipped official one."),
-    quiet: bool = QuietOpt,
+    export_npz: Optional[Path] = ExportNpzOpt, missing_list: Optional[Path] = MissingListOpt, quiet: bool = QuietOpt,
 ) -> None:
     """Prepare NTU RGB+D 120 from raw .skeleton files, with protocols xsub and xset.
 
@@ -483,6 +483,94 @@ def demo(
     if not quiet:
         _print_report(report, Console())
     typer.echo(f"demo test top-1: {100 * report['top1']:.2f} % ({time.perf_counter() - started:.0f} s)")
+
+
+@presets_app.command("list")
+@handles_user_errors
+def presets_list(
+    table: Optional[str] = typer.Option(None, "--table", "-t", help="Only presets of this paper table (e.g. 7)."),
+) -> None:
+    """Every preset with the paper table, dataset and top-1 it targets.
+
+    Use a preset with --preset NAME on pretrain, finetune and demo; `cascade ablate` runs a table's arms.
+
+    Example:  cascade presets list --table 9
+    """
+    from cascade_cli.config import list_presets, preset_info
+
+    grid = Table(title="presets (presets/<name>.yaml)")
+    for column in ("name", "table", "dataset", "arm", "paper top-1", "title"):
+        grid.add_column(column, justify="right" if column == "paper top-1" else "left")
+    for name in list_presets():
+        info = preset_info(name)
+        if table is not None and info.get("table") != table:
+            continue
+        paper = info.get("paper_top1")
+        grid.add_row(name, info.get("table", ""), info.get("dataset", ""), info.get("arm", ""),
+                     "" if paper is None else f"{paper:.2f}", info.get("title", ""))
+    Console().print(grid)
+
+
+@app.command()
+@handles_user_errors
+def ablate(
+    study: str = typer.Argument(..., help="variant, pretrain-epochs, masking, representation, decoder or freezing."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Study directory \\[default: studies/<study>-<budget>]."),
+    dataset: Optional[Path] = typer.Option(None, "--dataset", help="Prepared dataset to run on \\[default: "
+                                           "data/<the paper's dataset>, e.g. data/penn_action]."),
+    budget: str = typer.Option("quick", "--budget", help="quick: small model and few epochs, minutes on a CPU; "
+                               "paper: the published recipe."),
+    seeds: int = typer.Option(1, "--seeds", min=1, help="Runs per arm (seeds 42, 43, ...); mean ± std are reported."),
+    sets: Optional[List[str]] = SetOpt, gpu: Optional[int] = GpuOpt, device: Optional[str] = DeviceOpt,
+    quiet: bool = QuietOpt,
+) -> None:
+    """Run one paper ablation (all its arms: pretrain -> finetune -> evaluate) and compare with the paper.
+
+    Studies: variant (Table 1), pretrain-epochs (6), masking (7), representation (8), decoder (9),
+    freezing (10). Arms share seeds and data; finished arms are skipped when re-run, and a failing
+    arm is reported while the others go on. Writes results.{md,csv,json} into the study directory.
+    With --budget quick or a dataset other than the paper's, the table says the numbers are not
+    comparable with the paper's.
+
+    Example:  cascade ablate decoder --dataset data/penn_action --budget quick
+    """
+    from cascade_cli.ablate import load_study, run_study, study_title
+
+    out = out or Path("studies") / f"{study}-{budget}"
+    dev = f"cuda:{gpu}" if gpu is not None else device
+    run_study(study, out, dataset=dataset, budget=budget, seeds=seeds, device=dev, overrides=tuple(sets or ()),
+              reporter=Reporter(quiet))
+    asked, rows = load_study(out)
+    grid = Table(title=study_title(asked))
+    for column in ("arm", "ours top-1 (%)", "paper (%)", "delta", "wall time", "notes"):
+        grid.add_column(column, justify="left" if column in ("arm", "notes") else "right")
+    for r in rows:
+        ours = "-" if r["top1"] is None else f"{r['top1']:.2f}" + (f" ± {r['top1_std']:.2f}" if r["top1_std"] else "")
+        delta = "-" if r["delta"] is None else f"{r['delta']:+.2f}" + ("" if r["comparable"] else " (n/c)")
+        notes = "; ".join(x for x in (r["note"], "" if r["status"] == "ok" else r["status"]) if x)
+        grid.add_row(r["arm"], ours, "-" if r["paper_top1"] is None else f"{r['paper_top1']:.2f}", delta,
+                     f"{r['wall_s']:.0f} s", notes)
+    Console().print(grid)
+    Console().print(f"results in {out}/results.md, .csv, .json", highlight=False)
+
+
+@app.command()
+@handles_user_errors
+def report(
+    studies: List[Path] = typer.Argument(..., help="One or more finished study directories."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Where report.md and report.png go "
+                                       "\\[default: the study directory, or reports/ for several]."),
+) -> None:
+    """Paper-style Markdown tables of finished ablation studies and a bar chart of ours vs the paper.
+
+    Example:  cascade report studies/masking-quick studies/decoder-quick --out reports/penn
+    """
+    from cascade_cli.ablate import render_report
+
+    out = out or (studies[0] if len(studies) == 1 else Path("reports"))
+    md, png = render_report(studies, out)
+    typer.echo(md.read_text())
+    typer.echo(f"written: {md}, {png}")
 
 
 def main() -> None:

@@ -275,8 +275,61 @@ def resolve_preset(name: str) -> Path:
     candidate = PRESETS_DIR / f"{name}.yaml"
     if candidate.is_file():
         return candidate
-    known = sorted(str(p.relative_to(PRESETS_DIR).with_suffix("")) for p in PRESETS_DIR.rglob("*.yaml"))
-    raise UserError(f"preset '{name}' not found; available: {', '.join(known) or '(none)'}")
+    raise UserError(f"preset '{name}' not found; available: {', '.join(list_presets()) or '(none)'} "
+                    "(see `cascade presets list`)")
+
+
+# The optional `preset:` block of a preset file describes the experiment; it is not configuration.
+PRESET_INFO_KEYS = {"title": str, "table": str, "dataset": str, "arm": str, "paper_top1": float,
+                    "reproduces": list, "differs": list}
+
+
+def _split_preset_info(path: Path, data: dict) -> tuple[dict, dict]:
+    info = data.pop("preset", None) or {}
+    if not isinstance(info, dict):
+        raise UserError(f"{path}: 'preset' must be a mapping of {', '.join(PRESET_INFO_KEYS)}")
+    for key, value in info.items():
+        expected = PRESET_INFO_KEYS.get(key)
+        if expected is None:
+            raise UserError(f"{path}: unknown key 'preset.{key}'; known: {', '.join(PRESET_INFO_KEYS)}")
+        if expected is float and isinstance(value, int) and not isinstance(value, bool):
+            value = info[key] = float(value)
+        if expected is str and isinstance(value, (int, float)):
+            value = info[key] = str(value)
+        if not isinstance(value, expected):
+            raise UserError(f"{path}: 'preset.{key}' should be {expected.__name__}, got {value!r}")
+    return info, data
+
+
+def _preset_chain(name: str, seen: tuple[str, ...] = ()) -> list[tuple[Path, dict, dict]]:
+    """[(path, info, config data)] from the root `base:` ancestor down to `name` itself.
+
+    A preset may start from another (`base: table1/penn_action-1.0`) and change only what its
+    experiment changes, so an ablation arm states exactly its difference from the recipe."""
+    path = resolve_preset(name)
+    if str(path) in seen:
+        raise UserError(f"{path}: 'base' presets form a cycle")
+    info, data = _split_preset_info(path, _read_yaml(path))
+    base = data.pop("base", None)
+    if base is None:
+        return [(path, info, data)]
+    if not isinstance(base, str):
+        raise UserError(f"{path}: 'base' must be a preset name, got {base!r}")
+    return _preset_chain(base, (*seen, str(path))) + [(path, info, data)]
+
+
+def preset_info(name: str) -> dict:
+    """The `preset:` block of a preset (title, table, dataset, arm, paper_top1, ...); `dataset` is
+    inherited from a base preset when not stated."""
+    chain = _preset_chain(name)
+    info = dict(chain[-1][1])
+    for _, ancestor, _ in reversed(chain[:-1]):
+        info.setdefault("dataset", ancestor.get("dataset"))
+    return {k: v for k, v in info.items() if v is not None}
+
+
+def list_presets() -> list[str]:
+    return sorted(str(p.relative_to(PRESETS_DIR).with_suffix("")) for p in PRESETS_DIR.rglob("*.yaml"))
 
 
 def _read_yaml(path: Path) -> dict:
@@ -286,6 +339,8 @@ def _read_yaml(path: Path) -> dict:
         raise UserError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     except OSError as exc:
         raise UserError(f"{path}: cannot read ({exc.strerror})") from None
+    if data is not None and not isinstance(data, dict):
+        raise UserError(f"{path}: expected a mapping of config sections, got {type(data).__name__}")
     return data or {}
 
 
@@ -296,11 +351,11 @@ def load_config(preset: str | None = None, overrides: typing.Sequence[str] = (),
     if base:
         _merge(cfg, base)
     if preset:
-        path = resolve_preset(preset)
-        try:
-            _merge(cfg, _read_yaml(path))
-        except UserError as exc:
-            raise UserError(f"{path}: {exc}") from None
+        for path, _, data in _preset_chain(preset):
+            try:
+                _merge(cfg, data)
+            except UserError as exc:
+                raise UserError(f"{path}: {exc}") from None
     for text in overrides:
         _merge(cfg, parse_override(text))
     return cfg
