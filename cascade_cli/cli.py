@@ -11,6 +11,7 @@ from typing import List, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 import cascade_cli
@@ -46,10 +47,11 @@ def handles_user_errors(fn):
         try:
             return fn(*args, **kwargs)
         except UserError as exc:
-            err_console.print(f"[red]error:[/red] {exc}")
+            err_console.print(f"[red]error:[/red] {escape(str(exc))}")
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
-            err_console.print("interrupted; the last finished epoch is saved, continue with --resume")
+            err_console.print("interrupted; finished work is kept: run the same command again to continue "
+                              "(training commands with --resume)")
             raise typer.Exit(130) from None
 
     return wrapper
@@ -115,7 +117,7 @@ def _print_report(report: dict, console: Console) -> None:
     table.add_row("model", f"CascadeFormer {report['model']['variant']}, epoch {report['model']['epoch']} "
                            f"({report['model']['selected_by']})")
     console.print(table)
-    console.print(f"report written to {report['report_path']}", highlight=False)
+    console.print(f"report written to {report['report_path']}", highlight=False, markup=False)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -306,9 +308,9 @@ def data_info(
     from cascade_cli.data.info import describe
 
     info = describe(open_dataset(path), verify=verify)
-    console = Console()
+    console = Console(soft_wrap=True)
     lengths = info["lengths"]
-    console.print(f"[bold]{info['name']}[/bold] ({info['path']}): {info['clips']} clips, {info['frames']} frames, "
+    console.print(f"[bold]{escape(info['name'])}[/bold] ({escape(info['path'])}): {info['clips']} clips, {info['frames']} frames, "
                   f"layout {info['layout']} ({info['joints']} joints x {info['coords']}D, up to {info['persons']} "
                   f"person(s), {info['two_person_clips']} clips with two or more)"
                   + (", per-joint confidence" if info["confidence"] else ""), highlight=False)
@@ -323,13 +325,13 @@ def data_info(
     table.add_row("", "total", *(str(sum(r[c] for r in info["classes"])) for c in columns))
     console.print(table)
     for name, spec in info["protocols"].items():
-        console.print(f"protocol {name}: {spec['train']} train / {spec['test']} test. {spec['description']}",
+        console.print(f"protocol {name}: {spec['train']} train / {spec['test']} test. {spec['description']}", markup=False,
                       highlight=False)
     if info["problems"] is None:
         return
     if info["problems"]:
         for problem in info["problems"]:
-            err_console.print(f"[red]integrity:[/red] {problem}")
+            err_console.print(f"[red]integrity:[/red] {escape(problem)}")
         raise typer.Exit(1)
     console.print("integrity: every array matches its checksum")
 
@@ -551,7 +553,7 @@ def ablate(
         grid.add_row(r["arm"], ours, "-" if r["paper_top1"] is None else f"{r['paper_top1']:.2f}", delta,
                      f"{r['wall_s']:.0f} s", notes)
     Console().print(grid)
-    Console().print(f"results in {out}/results.md, .csv, .json", highlight=False)
+    Console().print(f"results in {out}/results.md, .csv, .json", highlight=False, markup=False)
 
 
 @app.command()

@@ -13,6 +13,7 @@ from datetime import timedelta
 from typing import Callable, Iterator
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 
@@ -31,10 +32,10 @@ class Reporter:
 
     def info(self, message: str) -> None:
         if not self.quiet:
-            self.console.print(message, highlight=False)
+            self.console.print(message, highlight=False, markup=False)
 
     def warn(self, message: str) -> None:
-        self.console.print(f"[yellow]warning:[/yellow] {message}", highlight=False)
+        self.console.print(f"[yellow]warning:[/yellow] {escape(message)}", highlight=False)
 
     # -- per-epoch progress ---------------------------------------------------------------
     def start_epoch(self, stage: str, epoch: int, epochs: int, steps: int) -> None:
@@ -64,7 +65,6 @@ class Reporter:
         stats = "  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in summary.items())
         self.console.print(f"{self._stage} epoch {self._epoch}/{self._epochs}  {stats}  "
                            f"{samples_per_s:.0f} samples/s  ETA {_fmt_eta(eta_s)}", highlight=False)
-
 
     # -- progress over a batch of items (files to prepare, clips to score) ----------------------
     @contextlib.contextmanager

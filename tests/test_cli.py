@@ -134,3 +134,11 @@ def test_demo_on_a_prepared_dataset(tiny_dataset, tmp_path):
     assert result.exit_code == 0, result.output
     assert "demo test top-1:" in result.output
     assert not (tmp_path / "demo" / "data").exists()  # nothing was prepared
+
+
+def test_error_text_with_brackets_is_printed_verbatim(tmp_path):
+    # Rich would read "[bold]" as markup and swallow it; user-facing text must come out as written.
+    odd = tmp_path / "[bold]runs"
+    result = invoke("evaluate", odd)
+    assert result.exit_code == 2
+    assert "[bold]runs: no such run directory or checkpoint file" in result.output
