@@ -435,6 +435,43 @@ def evaluate(
 
 @app.command()
 @handles_user_errors
+def predict(
+    checkpoint: str = typer.Argument(..., help="Finetuning run directory, checkpoint file, or converted official checkpoint."),
+    inputs: List[Path] = typer.Argument(..., help=".skeleton, .npy ((T,J,C) one clip, (B,T,J,C) a batch), .npz "
+                                                  "(data [+ lengths]) or .json files."),
+    top_k: int = typer.Option(5, "--top-k", "-k", min=1, help="How many classes to show per clip."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON: per clip the top-k, all probabilities and logits."),
+    raw: bool = typer.Option(False, "--raw", help="Feed the arrays to the model exactly as given: no person "
+                             "selection, resampling, centring or normalisation (debugging, parity checks)."),
+    image_size: Optional[tuple[float, float]] = typer.Option(None, "--image-size", metavar="W H",
+                                                             help="Image width and height, for models that "
+                                                                  "normalise pixels by image size (Penn Action)."),
+    gpu: Optional[int] = GpuOpt, device: Optional[str] = DeviceOpt,
+) -> None:
+    """Classify raw skeleton files with a trained model, through the model's own preprocessing.
+
+    Example:  cascade predict runs/ft S001C001P001R001A001.skeleton my_clip.npy --top-k 3
+    """
+    import json
+
+    from cascade_cli.predict import predict as run_predict
+
+    dev = f"cuda:{gpu}" if gpu is not None else device
+    results = run_predict(checkpoint, inputs, top_k=top_k, raw=raw, device=dev, image_size=image_size)
+    if as_json:
+        typer.echo(json.dumps(results, indent=2))
+        return
+    grid = Table(title=f"predictions ({len(results)} clip(s))")
+    grid.add_column("input")
+    for rank in range(1, min(top_k, len(results[0]["top"])) + 1):
+        grid.add_column(f"#{rank}")
+    for r in results:
+        grid.add_row(escape(Path(r["input"]).name), *(f"{escape(t['class'])} ({100 * t['prob']:.1f} %)" for t in r["top"]))
+    Console().print(grid)
+
+
+@app.command()
+@handles_user_errors
 def demo(
     out: Path = typer.Option(Path("demo_out"), "--out", "-o", help="Directory for the demo's data and runs."),
     data: Optional[Path] = typer.Option(None, "--data", "-d", help="Run on this prepared dataset instead of the "

@@ -216,27 +216,33 @@ class ClipDataset(Dataset):
         return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), int(self.dataset.labels[clip_index])
 
     def transform(self, clip_index: int, rng: np.random.Generator | None) -> np.ndarray:
-        cfg, ds = self.cfg, self.dataset
-        clip = ds.clip(clip_index)  # (L, M, J, C)
-        confidence = ds.clip_confidence(clip_index)  # (L, M, J) or None
-        if confidence is not None and cfg.invisible == "zero":
-            clip = np.where((confidence > cfg.min_confidence)[..., None], clip, 0.0).astype(np.float32)
-        x = select_persons(clip, cfg.person)  # (L, P, J, C)
-        if cfg.center_joint >= 0:
-            x = center(x, cfg.center_joint)
-        if rng is not None:
-            x = augment(x, cfg, rng)
-        if cfg.normalize != "none":
-            size = None
-            if cfg.normalize == "image":
-                size = (float(ds.meta("width")[clip_index]), float(ds.meta("height")[clip_index]))
-            x = normalize(x, cfg.normalize, size)
-        if cfg.frames > 0:
-            x = sample_frames(x, cfg, rng)  # (frames, P, J, C)
-        if rng is not None:
-            x = drop_parts(x, cfg, rng)
-        x = represent(x, cfg.representation, self.bones, cfg.bone_param_clamp)  # (T, P, J', C')
-        return x.reshape(len(x), -1, x.shape[-1])  # (T, P*J', C')
+        ds = self.dataset
+        size = None
+        if self.cfg.normalize == "image":
+            size = (float(ds.meta("width")[clip_index]), float(ds.meta("height")[clip_index]))
+        return transform_clip(ds.clip(clip_index), ds.clip_confidence(clip_index), self.cfg, self.bones, rng, size)
+
+
+def transform_clip(clip: np.ndarray, confidence: np.ndarray | None, cfg: DataConfig, bones: np.ndarray,
+                   rng: np.random.Generator | None, image_size: tuple[float, float] | None = None) -> np.ndarray:
+    """[L, M, J, C] raw clip -> [T, P*J', C'] model input; rng None = evaluation (deterministic).
+    Shared by training, evaluation and `cascade predict`, so a checkpoint sees new inputs exactly
+    as it saw its test split."""
+    if confidence is not None and cfg.invisible == "zero":
+        clip = np.where((confidence > cfg.min_confidence)[..., None], clip, 0.0).astype(np.float32)
+    x = select_persons(clip, cfg.person)  # (L, P, J, C)
+    if cfg.center_joint >= 0:
+        x = center(x, cfg.center_joint)
+    if rng is not None:
+        x = augment(x, cfg, rng)
+    if cfg.normalize != "none":
+        x = normalize(x, cfg.normalize, image_size)
+    if cfg.frames > 0:
+        x = sample_frames(x, cfg, rng)  # (frames, P, J, C)
+    if rng is not None:
+        x = drop_parts(x, cfg, rng)
+    x = represent(x, cfg.representation, bones, cfg.bone_param_clamp)  # (T, P, J', C')
+    return x.reshape(len(x), -1, x.shape[-1])  # (T, P*J', C')
 
 
 class Batch(NamedTuple):
