@@ -109,15 +109,32 @@ def _print_config(cfg: Config) -> None:
 
 def _print_report(report: dict, console: Console) -> None:
     table = Table(title=f"{report['dataset']} / {report['protocol']} / {report['split']} "
-                        f"({report['clips']} clips)")
+                        f"({report['clips']} clips" + (f", {report['views']} views each" if report.get("views", 1) > 1
+                                                       else "") + ")")
     table.add_column("metric")
     table.add_column("value", justify="right")
     table.add_row("top-1", f"{100 * report['top1']:.2f} %")
     table.add_row("top-5", f"{100 * report['top5']:.2f} %")
+    if "macro" in report:
+        table.add_row("class-mean", f"{100 * report['macro']:.2f} %")
+    for group, numbers in (report.get("person_breakdown") or {}).items():
+        table.add_row(f"{group.replace('_', '-')} (macro / weighted)",
+                      f"{100 * numbers['macro']:.2f} / {100 * numbers['weighted']:.2f} %")
     table.add_row("model", f"CascadeFormer {report['model']['variant']}, epoch {report['model']['epoch']} "
                            f"({report['model']['selected_by']})")
     console.print(table)
-    console.print(f"report written to {report['report_path']}", highlight=False, markup=False)
+    if report.get("per_class"):
+        classes = Table(title="per class")
+        for column in ("class", "support", "accuracy", "most confused with"):
+            classes.add_column(column, justify="left" if column in ("class", "most confused with") else "right")
+        for row in report["per_class"]:
+            accuracy = "-" if row["accuracy"] is None else f"{100 * row['accuracy']:.1f} %"
+            confused = "" if not row.get("confused_with") else f"{row['confused_with']} ({row['confused_count']})"
+            classes.add_row(escape(row["class"]), str(row["support"]), accuracy, escape(confused))
+        console.print(classes)
+    for key in ("confusion_png", "confusion_csv", "scores_path", "report_path"):
+        if report.get(key):
+            console.print(f"{key.replace('_', ' ')}: {report[key]}", highlight=False, markup=False)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -408,29 +425,60 @@ def finetune(
 @app.command()
 @handles_user_errors
 def evaluate(
-    checkpoint: str = typer.Argument(..., help="Finetuning run directory (uses checkpoints/best.safetensors) "
-                                               "or a checkpoint file."),
+    checkpoints: List[str] = typer.Argument(..., help="Finetuning run directory (uses checkpoints/best.safetensors) "
+                                                      "or checkpoint file; several (e.g. seeds) give mean ± std."),
     data: Optional[str] = typer.Option(None, "--data", "-d", help="Prepared dataset \\[default: the one trained on]."),
     split: str = typer.Option("test", "--split", help="test, or val/train to inspect the training side."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Report JSON path \\[default: RUN_DIR/eval_<split>.json]."),
+    breakdown: bool = typer.Option(False, "--per-class-breakdown", help="Per-class table, confusion matrix (CSV "
+                                   "and PNG) and, for NTU, the single- vs two-person breakdown."),
+    clips: int = typer.Option(1, "--clips", min=1, help="Average the logits of K deterministic temporal views per clip."),
+    save_scores: bool = typer.Option(False, "--save-scores", help="Save per-clip logits, labels and predictions "
+                                     "(eval_<split>_scores.npz) for ensembling."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Report JSON path \\[default: RUN_DIR/eval_<split>.json; "
+                                       "with several runs, the mean ± std report]."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Evaluation batch size "
                                                                                "\\[default: the run's eval_batch_size]."),
     gpu: Optional[int] = GpuOpt, device: Optional[str] = DeviceOpt, quiet: bool = QuietOpt,
 ) -> None:
-    """Top-1 and top-5 accuracy of a finetuned model on the test split, as a table and a JSON report.
+    """Top-1, top-5 and class-mean accuracy of a finetuned model on the test split, as tables and JSON.
 
     Results do not depend on batch size or order: padded frames are masked everywhere.
 
-    Example:  cascade evaluate runs/ft
+    Example:  cascade evaluate runs/ft --per-class-breakdown
+              cascade evaluate runs/ft-seed1 runs/ft-seed2 runs/ft-seed3
     """
+    import json
+
+    from cascade_cli.atomic import write_text
+    from cascade_cli.evaluate import aggregate_reports
     from cascade_cli.evaluate import evaluate as run_evaluate
 
     dev = f"cuda:{gpu}" if gpu is not None else device
-    report = run_evaluate(checkpoint, data_path=data, split=split, device=dev, batch_size=batch_size, out=out)
+    several = len(checkpoints) > 1
+    reports = [run_evaluate(c, data_path=data, split=split, device=dev, batch_size=batch_size,
+                            out=None if several else out, breakdown=breakdown, clips=clips, save_scores=save_scores)
+               for c in checkpoints]
+    console = Console()
+    if several:
+        summary = aggregate_reports(reports)
+        if out:
+            write_text(out, json.dumps(summary, indent=2) + "\n")
+        if quiet:
+            typer.echo(f"top1 {100 * summary['top1']['mean']:.2f} ± {100 * summary['top1']['std']:.2f}")
+            return
+        grid = Table(title=f"{summary['dataset']} / {summary['protocol']} / {summary['split']}: "
+                           f"{summary['runs']} runs, mean ± std")
+        grid.add_column("metric")
+        grid.add_column("value", justify="right")
+        for metric in ("top1", "top5", "macro"):
+            grid.add_row(metric, f"{100 * summary[metric]['mean']:.2f} ± {100 * summary[metric]['std']:.2f} %")
+        console.print(grid)
+        return
+    report = reports[0]
     if quiet:
-        typer.echo(f"top1 {100 * report['top1']:.2f}  top5 {100 * report['top5']:.2f}")
-    else:
-        _print_report(report, Console())
+        typer.echo(f"top1 {100 * report['top1']:.2f}  top5 {100 * report['top5']:.2f}  macro {100 * report['macro']:.2f}")
+        return
+    _print_report(report, console)
 
 
 @app.command()

@@ -85,6 +85,14 @@ def test_full_lifecycle_through_the_cli(tmp_path):
     assert report["top1"] >= 3.0 / num_classes, report  # far above chance
     assert report["top5"] >= report["top1"]
 
+    detailed = invoke("evaluate", tmp_path / "ft", "--per-class-breakdown", "--save-scores")
+    assert detailed.exit_code == 0, detailed.output
+    assert "per class" in detailed.output and (tmp_path / "ft" / "eval_test_confusion.png").is_file()
+    assert (tmp_path / "ft" / "eval_test_scores.npz").is_file()
+    both = invoke("evaluate", tmp_path / "ft", tmp_path / "ft", "--out", tmp_path / "seeds.json")
+    assert both.exit_code == 0 and "2 runs, mean ± std" in both.output
+    assert json.loads((tmp_path / "seeds.json").read_text())["top1"]["std"] == 0.0
+
     # Evaluating a pretraining run is refused with a reason.
     bad = invoke("evaluate", tmp_path / "pre")
     assert bad.exit_code == 2 and "pretrain checkpoint has no classifier" in bad.output
