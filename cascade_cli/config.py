@@ -104,6 +104,9 @@ class ModelConfig:
     # Cross-attention fusion (Q = T1 output, K = V = T2 output): "plain" is attention + residual +
     # LayerNorm (official Penn/N-UCLA); "ffn" adds a feed-forward block (official NTU).
     fusion: Literal["plain", "ffn"] = "plain"
+    # Heads of the cross-attention; 0 means "same as t1_heads", as trained. The official Penn/N-UCLA
+    # evaluation rebuilt it with 4 heads (a quirk: weights fit any head count); 4 reproduces that.
+    fusion_heads: int = field(default=0, metadata=_range(0))
     fusion_dropout: float = field(default=0.1, metadata=_range(0.0, 1.0))
     # Classification head: one linear layer (Penn/N-UCLA) or LayerNorm-MLP (NTU).
     head: Literal["linear", "mlp"] = "linear"

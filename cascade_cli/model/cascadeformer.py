@@ -182,8 +182,11 @@ def build_classifier(cfg: ModelConfig, num_joints: int, in_channels: int, num_cl
     t2_heads = cfg.t2_heads or cfg.t1_heads
     check_heads(cfg.d_model, t2_heads, "model.d_model vs. model.t2_heads (0 = model.t1_heads)")
     t2 = T2(cfg.d_model, t2_heads, cfg.t2_layers or cfg.t1_layers, cfg.ffn_dim, cfg.t2_dropout)
-    # The official fusion uses T1's head count (reference B.2).
-    fusion = CrossAttention(cfg.d_model, cfg.t1_heads, cfg.fusion_dropout, with_ffn=cfg.fusion == "ffn")
+    # The official fusion uses T1's head count (reference B.2); fusion_heads reproduces the official
+    # evaluation quirk of rebuilding it with another count.
+    fusion_heads = cfg.fusion_heads or cfg.t1_heads
+    check_heads(cfg.d_model, fusion_heads, "model.d_model vs. model.fusion_heads (0 = model.t1_heads)")
+    fusion = CrossAttention(cfg.d_model, fusion_heads, cfg.fusion_dropout, with_ffn=cfg.fusion == "ffn")
     head = (LinearHead(cfg.d_model, num_classes) if cfg.head == "linear" else
             MLPHead(cfg.d_model, num_classes, cfg.head_dropout))
     return CascadeFormer(build_t1(cfg, num_joints, in_channels, with_decoder=False), t2, fusion, head)
