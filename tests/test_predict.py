@@ -103,3 +103,16 @@ def test_predict_cli_json(model_dir, tiny_dataset, tmp_path):
     assert len(out) == 1 and len(out[0]["top"]) == 2 and len(out[0]["probs"]) == 10
     table = CliRunner().invoke(app, ["predict", str(model_dir), str(tmp_path / "one.npy")])
     assert table.exit_code == 0 and "one.npy" in table.output
+
+
+def test_evaluating_on_another_dataset_is_refused(model_dir, tmp_path):
+    from cascade_cli.data.format import DatasetWriter
+    from cascade_cli.evaluate import evaluate
+    from cascade_cli.layouts import NTU25
+
+    with DatasetWriter(tmp_path / "other", "other", NTU25, 2, ["a", "b"]) as writer:
+        writer.add_clip(np.ones((20, 1, 25, 3), np.float32), 0, "x")
+        writer.add_clip(np.ones((20, 1, 25, 3), np.float32), 1, "y")
+        writer.set_protocol("xsub", "", [0, 1])
+    with pytest.raises(UserError, match="class names differ"):
+        evaluate(model_dir, data_path=tmp_path / "other")
