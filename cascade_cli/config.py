@@ -31,6 +31,10 @@ class DataConfig:
     path: str = ""
     # Which protocol of the dataset's manifest to use (e.g. xsub, xview, cross_view).
     protocol: str = ""
+    # Batches of similar clip length (less padding, same results: padding is masked), and an optional
+    # cap on frames per batch (batch x longest clip) instead of a fixed clip count; 0 = no cap.
+    bucketing: bool = True
+    max_frames_per_batch: int = field(default=0, metadata=_range(0))
     # Share of each class of the training split held out for model selection.
     val_fraction: float = field(default=0.1, metadata=_range(0.0, 0.5))
     # Frames per clip fed to the model; 0 keeps each clip's own length (padded per batch).
@@ -168,8 +172,14 @@ class Config:
     seed: int = field(default=42, metadata=_range(0))
     # auto (CUDA if available), cpu, cuda, cuda:N.
     device: str = "auto"
-    # Mixed precision on CUDA; ignored (with a notice) on CPU.
-    amp: Literal["off", "bf16", "fp16"] = "off"
+    # Mixed precision on CUDA: auto = bf16 where the GPU supports it, else fp16 with loss scaling;
+    # always float32 on CPU.
+    amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
+    # Compile the model with torch.compile for training (worth it for long runs on GPUs).
+    compile: bool = False
+    # Gradient accumulation: each optimiser step sums this many micro-batches, so a global batch
+    # that no longer fits (fewer GPUs) keeps its size.
+    accumulate: int = field(default=1, metadata=_range(1))
     # DataLoader worker processes; 0 loads in the main process.
     workers: int = field(default=0, metadata=_range(0))
     eval_batch_size: int = field(default=64, metadata=_range(1))

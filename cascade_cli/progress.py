@@ -29,6 +29,7 @@ class Reporter:
         self.live = self.console.is_terminal and not quiet
         self._progress: Progress | None = None
         self._task = None
+        self.steps_done = 0
 
     def info(self, message: str) -> None:
         if not self.quiet:
@@ -41,6 +42,7 @@ class Reporter:
     def start_epoch(self, stage: str, epoch: int, epochs: int, steps: int) -> None:
         self._stage, self._epoch, self._epochs = stage, epoch, epochs
         self._started = time.perf_counter()
+        self.steps_done = 0
         if self.live:
             self._progress = Progress(
                 TextColumn(f"{stage} {epoch}/{epochs}"), BarColumn(), MofNCompleteColumn(),
@@ -49,12 +51,15 @@ class Reporter:
             self._progress.start()
             self._task = self._progress.add_task("", total=steps, stats="")
 
-    def step(self, stats: dict[str, float], samples: int) -> None:
+    def step(self, stats: dict[str, float], samples: int, advance: int = 1) -> None:
+        """`advance` steps finished since the last call (updates come every few steps, as each one
+        reads values back from the GPU)."""
+        self.steps_done += advance
         if self._progress is None:
             return
         rate = samples / max(time.perf_counter() - self._started, 1e-9)
         text = "  ".join(f"{k} {v:.4f}" for k, v in stats.items()) + f"  {rate:.0f} samples/s"
-        self._progress.update(self._task, advance=1, stats=text)
+        self._progress.update(self._task, advance=advance, stats=text)
 
     def end_epoch(self, summary: dict[str, float], samples_per_s: float, eta_s: float) -> None:
         if self._progress is not None:

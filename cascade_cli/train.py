@@ -8,6 +8,7 @@ is saved with the trainer state, so 2 + 2 resumed epochs equal 4 straight ones b
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -24,6 +25,8 @@ from cascade_cli.checkpoint import (git_commit, load_checkpoint, load_trainer_st
 from cascade_cli.config import Config, OptimConfig, dump_yaml
 from cascade_cli.data.format import PreparedDataset, open_dataset
 from cascade_cli.data.pipeline import Batch, ClipDataset, collate_clips, model_input_shape, stratified_split
+from cascade_cli.data.sampler import LengthBucketSampler, item_lengths
+from cascade_cli.distributed import Dist, barrier, init_distributed, sum_across
 from cascade_cli.errors import UserError
 from cascade_cli.masking import apply_mask, draw_mask, masked_mse
 from cascade_cli.model import build_classifier, build_t1, padding_mask, set_t1_trainable
@@ -101,12 +104,18 @@ def training_splits(cfg: Config) -> Splits:
 
 
 def make_loader(ds: PreparedDataset, indices: np.ndarray, cfg: Config, *, train: bool, batch_size: int,
-                epoch: int = 0) -> DataLoader:
+                epoch: int = 0, ctx: Dist = Dist(), pin_memory: bool = False) -> DataLoader:
+    """Batches of `batch_size` items (the global batch; each rank loads its share), in a seeded order
+    for training and, with bucketing, of similar lengths so little compute goes to padding."""
     items = ClipDataset(ds, indices, cfg.data, train=train, seed=cfg.seed)
     items.set_epoch(epoch)
-    order = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
-    return DataLoader(items, batch_size=batch_size, shuffle=train, generator=order, collate_fn=collate_clips,
-                      num_workers=cfg.workers)
+    sampler = LengthBucketSampler(item_lengths(items), batch_size, seed=cfg.seed,
+                                  max_frames_per_batch=cfg.data.max_frames_per_batch if train else 0,
+                                  rank=ctx.rank, world_size=ctx.world_size, shuffle=train,
+                                  bucket=cfg.data.bucketing)
+    sampler.set_epoch(epoch)
+    return DataLoader(items, batch_sampler=sampler, collate_fn=collate_clips, num_workers=cfg.workers,
+                      pin_memory=pin_memory)
 
 
 def to_device(batch: Batch, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -128,12 +137,12 @@ class PretrainObjective:
     def __init__(self, cfg: Config):
         self.cfg = cfg.pretrain
 
-    def loss(self, model, batch, device, generator) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(self, model, batch, device, generator) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         x, lengths, pad, _ = to_device(batch, device)
         hidden, scored = draw_mask(self.cfg.mask, self.cfg.mask_ratio, lengths, x.shape[1], x.shape[2], generator)
-        recon = model.reconstruct(model(apply_mask(x, hidden), pad))
+        recon = model(apply_mask(x, hidden), pad, reconstruct=True)
         loss = masked_mse(recon.float(), x, scored)
-        return loss, {"loss": loss.item()}
+        return loss, {"loss": loss.detach()}
 
     @torch.no_grad()
     def validate(self, model, loader, device) -> dict[str, float]:
@@ -141,7 +150,7 @@ class PretrainObjective:
         total, count = 0.0, 0
         for batch in loader:
             loss, _ = self.loss(model, batch, device, generator)
-            total += loss.item() * len(batch.labels)
+            total += loss.item() * len(batch.labels)  # validation may sync: it runs once per epoch
             count += len(batch.labels)
         return {"val_loss": total / max(count, 1)}
 
@@ -158,12 +167,11 @@ class FinetuneObjective:
     def __init__(self, cfg: Config):
         self.cfg = cfg.finetune
 
-    def loss(self, model, batch, device, generator) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(self, model, batch, device, generator) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         x, _, pad, labels = to_device(batch, device)
         logits = model(x, pad).float()
         loss = F.cross_entropy(logits, labels, label_smoothing=self.cfg.label_smoothing)
-        acc = (logits.argmax(-1) == labels).float().mean().item()
-        return loss, {"loss": loss.item(), "acc": acc}
+        return loss, {"loss": loss.detach(), "acc": (logits.argmax(-1) == labels).float().mean()}
 
     @torch.no_grad()
     def validate(self, model, loader, device) -> dict[str, float]:
@@ -215,15 +223,29 @@ def prepare_run_dir(run_dir: Path, cfg: Config, resume: bool) -> bool:
 
 
 def _amp_dtype(cfg: Config, device: torch.device, reporter: Reporter):
+    """bf16 where the GPU has it (no loss scaling needed), fp16 otherwise; float32 on CPU."""
     if cfg.amp == "off":
         return None
     if device.type != "cuda":
-        reporter.warn(f"amp={cfg.amp} needs CUDA; training in float32 on {device}")
+        if cfg.amp != "auto":
+            reporter.warn(f"amp={cfg.amp} needs CUDA; training in float32 on {device}")
         return None
+    if cfg.amp == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.bfloat16 if cfg.amp == "bf16" else torch.float16
 
 
-def fit(setup: StageSetup, device: torch.device, reporter: Reporter, resume: bool) -> Path:
+def _micro_batches(batch: Batch, parts: int) -> list[Batch]:
+    """Split a rank's batch for gradient accumulation (padding stays masked, so splitting is exact)."""
+    if parts == 1:
+        return [batch]
+    return [Batch(*chunk) for chunk in zip(*(t.tensor_split(parts) for t in batch)) if len(chunk[2])]
+
+
+LOG_EVERY = 10  # steps between progress updates: each one reads values back from the device
+
+
+def fit(setup: StageSetup, device: torch.device, reporter: Reporter, resume: bool, ctx: Dist = Dist()) -> Path:
     cfg, run_dir, model, objective = setup.cfg, setup.run_dir, setup.model, setup.objective
     ckpt_dir = run_dir / "checkpoints"
     ds = setup.splits.dataset
@@ -232,14 +254,21 @@ def fit(setup: StageSetup, device: torch.device, reporter: Reporter, resume: boo
                         "set data.val_fraction > 0 or select=last")
     if len(setup.splits.train) == 0:
         raise UserError(f"{ds.path}: the training split of protocol '{setup.splits.protocol}' is empty")
+    if setup.batch_size < ctx.world_size * cfg.accumulate:
+        raise UserError(f"{objective.name}.batch_size={setup.batch_size} is the global batch: it must be at least "
+                        f"processes x accumulate = {ctx.world_size * cfg.accumulate}")
 
     model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = build_optimizer(params, setup.optim)
-    steps_per_epoch = math.ceil(len(setup.splits.train) * cfg.data.repeat / setup.batch_size)
+    pin = device.type == "cuda"
+    steps_per_epoch = len(make_loader(ds, setup.splits.train, cfg, train=True, batch_size=setup.batch_size,
+                                      epoch=1, ctx=ctx))
     scheduler = build_scheduler(optimizer, setup.optim, setup.epochs, steps_per_epoch)
     amp_dtype = _amp_dtype(cfg, device, reporter)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+    if device.type == "cuda" and cfg.data.frames > 0:
+        torch.backends.cudnn.benchmark = True  # fixed shapes: tuning once pays off
 
     start_epoch, best_score, best_epoch, elapsed = 1, None, 0, 0.0
     if resume:
@@ -263,23 +292,33 @@ def fit(setup: StageSetup, device: torch.device, reporter: Reporter, resume: boo
         else:
             reporter.info(f"resuming {run_dir} at epoch {start_epoch}/{setup.epochs}")
 
+    train_model = model
+    if ctx.enabled:
+        train_model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.compile:
+        train_model = torch.compile(train_model)
     val_loader = make_loader(ds, setup.splits.val, cfg, train=False, batch_size=cfg.eval_batch_size)
     for epoch in range(start_epoch, setup.epochs + 1):
         t0 = time.perf_counter()
-        loader = make_loader(ds, setup.splits.train, cfg, train=True, batch_size=setup.batch_size, epoch=epoch)
-        mask_generator = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch + 7)
+        loader = make_loader(ds, setup.splits.train, cfg, train=True, batch_size=setup.batch_size, epoch=epoch,
+                             ctx=ctx, pin_memory=pin)
+        mask_generator = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch + 7 + 1_000_003 * ctx.rank)
         model.train()
-        sums: dict[str, float] = {}
-        seen = 0
+        sums: dict[str, torch.Tensor] = {}
+        seen = torch.zeros((), device=device)
         reporter.start_epoch(objective.name, epoch, setup.epochs, len(loader))
-        for batch in loader:
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                loss, stats = objective.loss(model, batch, device, mask_generator)
-            if not torch.isfinite(loss):
-                raise UserError(f"{objective.name} epoch {epoch}: loss became {loss.item()}; "
-                                f"lower {objective.name}.optim.lr or enable {objective.name}.optim.grad_clip")
+        for step, batch in enumerate(loader, 1):
             optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
+            micro = _micro_batches(batch, cfg.accumulate)
+            for i, part in enumerate(micro):
+                # Only the last micro-batch all-reduces gradients; the others accumulate locally.
+                sync = contextlib.nullcontext() if not ctx.enabled or i == len(micro) - 1 else train_model.no_sync()
+                with sync, torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                    loss, stats = objective.loss(train_model, part, device, mask_generator)
+                    scaler.scale(loss * (len(part.labels) / len(batch.labels))).backward()
+                for key, value in stats.items():
+                    sums[key] = sums.get(key, 0.0) + value.float() * len(part.labels)
             if setup.optim.grad_clip > 0:
                 scaler.unscale_(optimizer)
                 torch.nn.utils.clip_grad_norm_(params, setup.optim.grad_clip)
@@ -287,50 +326,54 @@ def fit(setup: StageSetup, device: torch.device, reporter: Reporter, resume: boo
             scaler.update()
             if setup.optim.schedule_unit == "step":
                 scheduler.step()
-            n = len(batch.labels)
-            seen += n
-            for key, value in stats.items():
-                sums[key] = sums.get(key, 0.0) + value * n
-            reporter.step({k: v / seen for k, v in sums.items()}, seen)
+            seen += len(batch.labels)
+            if step % LOG_EVERY == 0 or step == len(loader):
+                running = {k: (v / seen).item() for k, v in sums.items()}
+                if not math.isfinite(running["loss"]):
+                    raise UserError(f"{objective.name} epoch {epoch}: loss became {running['loss']}; lower "
+                                    f"{objective.name}.optim.lr or enable {objective.name}.optim.grad_clip")
+                reporter.step(running, int(seen.item()), advance=step - reporter.steps_done)
         lr = optimizer.param_groups[0]["lr"]
         if setup.optim.schedule_unit == "epoch":
             scheduler.step()
+        # Epoch means over every rank's samples.
+        totals = sum_across(torch.stack([seen, *sums.values()]), ctx)
+        seen_all, means = totals[0].item(), {k: (v / totals[0]).item() for k, v in zip(sums, totals[1:])}
 
-        model.eval()
-        val = objective.validate(model, val_loader, device) if len(setup.splits.val) else {}
         epoch_time = time.perf_counter() - t0
         elapsed += epoch_time
-        record = {"stage": objective.name, "epoch": epoch, "lr": lr,
-                  **{f"train_{k}": v / seen for k, v in sums.items()}, **val,
-                  "samples_per_s": seen / epoch_time, "epoch_time_s": epoch_time}
-
-        improved = False
-        if setup.select == "last":
-            improved = True
-        else:
-            score = objective.score(val)
-            if best_score is None or (score > best_score if objective.higher_is_better else score < best_score):
-                improved = True
-        if improved:
-            best_epoch = epoch
+        if ctx.is_main:
+            model.eval()
+            val = objective.validate(model, val_loader, device) if len(setup.splits.val) else {}
+            record = {"stage": objective.name, "epoch": epoch, "lr": lr, **{f"train_{k}": v for k, v in means.items()},
+                      **val, "samples_per_s": seen_all / epoch_time, "epoch_time_s": epoch_time}
+            improved = setup.select == "last"
             if setup.select == "val":
-                best_score = objective.score(val)
-        meta = {**setup.meta, "epoch": epoch}
-        save_checkpoint(ckpt_dir / "last.safetensors", model, cfg, meta)
-        if improved:
-            save_checkpoint(ckpt_dir / "best.safetensors", model, cfg,
-                            {**meta, "selected_by": "last epoch" if setup.select == "last" else
-                             f"validation {'top-1' if objective.higher_is_better else 'masked MSE'}",
-                             "val": val})
-        save_trainer_state(ckpt_dir / "trainer_state.pt", {
-            "epoch": epoch, "best_score": best_score, "best_epoch": best_epoch, "elapsed_s": elapsed,
-            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict(), "rng_cpu": torch.get_rng_state(),
-            **({"rng_cuda": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {}),
-        })
-        append_line(run_dir / "metrics.jsonl", json.dumps({**record, "best_epoch": best_epoch}))
-        shown = {k: v for k, v in record.items() if k.startswith(("train_", "val_"))}
-        reporter.end_epoch(shown, record["samples_per_s"], (setup.epochs - epoch) * elapsed / (epoch - start_epoch + 1))
+                score = objective.score(val)
+                improved = best_score is None or (score > best_score if objective.higher_is_better
+                                                  else score < best_score)
+                best_score = score if improved else best_score
+            best_epoch = epoch if improved else best_epoch
+            meta = {**setup.meta, "epoch": epoch}
+            save_checkpoint(ckpt_dir / "last.safetensors", model, cfg, meta)
+            if improved:
+                save_checkpoint(ckpt_dir / "best.safetensors", model, cfg,
+                                {**meta, "selected_by": "last epoch" if setup.select == "last" else
+                                 f"validation {'top-1' if objective.higher_is_better else 'masked MSE'}",
+                                 "val": val})
+            save_trainer_state(ckpt_dir / "trainer_state.pt", {
+                "epoch": epoch, "best_score": best_score, "best_epoch": best_epoch, "elapsed_s": elapsed,
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict(), "rng_cpu": torch.get_rng_state(),
+                **({"rng_cuda": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {}),
+            })
+            append_line(run_dir / "metrics.jsonl", json.dumps({**record, "best_epoch": best_epoch}))
+            shown = {k: v for k, v in record.items() if k.startswith(("train_", "val_"))}
+            reporter.end_epoch(shown, record["samples_per_s"],
+                               (setup.epochs - epoch) * elapsed / (epoch - start_epoch + 1))
+        else:
+            reporter.end_epoch({}, 0.0, 0.0)
+        barrier(ctx)  # the next epoch (or a resume) starts from what rank 0 saved
     return ckpt_dir / "best.safetensors"
 
 
@@ -343,6 +386,23 @@ def _dataset_meta(splits: Splits, cfg: Config) -> dict:
             "num_joints": num_joints, "in_channels": in_channels}
 
 
+def _launch(cfg: Config, reporter: Reporter) -> tuple[torch.device, Dist, Reporter]:
+    """The device of this process and its place among torchrun's processes (if any); only rank 0 talks."""
+    device = resolve_device(cfg.device)
+    ctx = init_distributed(device.type)
+    if ctx.enabled and device.type == "cuda":
+        device = torch.device("cuda", ctx.local_rank)
+        torch.cuda.set_device(device)
+    return device, ctx, reporter if ctx.is_main else Reporter(quiet=True)
+
+
+def _prepare_run_dir_once(run_dir: Path, cfg: Config, resume: bool, ctx: Dist) -> bool:
+    """Rank 0 creates (or checks) the run directory; the others wait, then see the same answer."""
+    answer = prepare_run_dir(run_dir, cfg, resume) if ctx.is_main else False
+    barrier(ctx)
+    return answer if ctx.is_main else (run_dir / "checkpoints" / "trainer_state.pt").is_file() and resume
+
+
 def _model_error(exc: ValueError) -> UserError:
     """Model builders raise ValueError naming the config keys at fault; for the CLI that is user input."""
     return UserError(str(exc))
@@ -352,20 +412,20 @@ def pretrain(cfg: Config, run_dir: str | Path, reporter: Reporter, resume: bool 
     """Masked pretraining of T1 (+ reconstruction decoder). Returns the selected checkpoint."""
     run_dir = Path(run_dir)
     splits = training_splits(cfg)
-    device = resolve_device(cfg.device)
+    device, ctx, reporter = _launch(cfg, reporter)
     ds = splits.dataset
     torch.manual_seed(cfg.seed)
     try:
         model = build_t1(cfg.model, *model_input_shape(ds, cfg.data), with_decoder=True)
     except ValueError as exc:
         raise _model_error(exc) from None
-    resume = prepare_run_dir(run_dir, cfg, resume)
+    resume = _prepare_run_dir_once(run_dir, cfg, resume, ctx)
     reporter.info(f"pretraining CascadeFormer {cfg.model.variant} T1 ({_count(model)} parameters) on "
                   f"{ds.name}/{splits.protocol}: {len(splits.train)} train, {len(splits.val)} val clips, {device}")
     setup = StageSetup(cfg, run_dir, model, PretrainObjective(cfg), splits, cfg.pretrain.epochs,
                        cfg.pretrain.batch_size, cfg.pretrain.optim, cfg.pretrain.select,
                        {"kind": "pretrain", "variant": cfg.model.variant, **_dataset_meta(splits, cfg)})
-    return fit(setup, device, reporter, resume)
+    return fit(setup, device, reporter, resume, ctx)
 
 
 def finetune(cfg: Config, run_dir: str | Path, reporter: Reporter, resume: bool = False) -> Path:
@@ -383,7 +443,7 @@ def finetune(cfg: Config, run_dir: str | Path, reporter: Reporter, resume: bool 
         raise UserError(f"{cfg.finetune.pretrained}: pretrained on inputs of {source.meta['num_joints']} joints x "
                         f"{source.meta['in_channels']} channels but {ds.path} with these data.* settings gives "
                         f"{shape[0]} x {shape[1]}")
-    device = resolve_device(cfg.device)
+    device, ctx, reporter = _launch(cfg, reporter)
     torch.manual_seed(cfg.seed)
     try:
         model = build_classifier(cfg.model, *shape, ds.num_classes)
@@ -397,7 +457,7 @@ def finetune(cfg: Config, run_dir: str | Path, reporter: Reporter, resume: bool 
         first = str(exc).strip().splitlines()
         raise UserError(f"{cfg.finetune.pretrained}: its T1 does not fit model settings of this run "
                         f"({first[1].strip() if len(first) > 1 else first[0]}); keep the model.* keys of pretraining") from None
-    resume = prepare_run_dir(run_dir, cfg, resume)
+    resume = _prepare_run_dir_once(run_dir, cfg, resume, ctx)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     reporter.info(f"finetuning CascadeFormer {cfg.model.variant} ({_count(model)} parameters, {trainable:,} trainable, "
                   f"T1 {cfg.finetune.t1}) on {ds.name}/{splits.protocol}: {len(splits.train)} train, "
@@ -406,7 +466,7 @@ def finetune(cfg: Config, run_dir: str | Path, reporter: Reporter, resume: bool 
                        cfg.finetune.batch_size, cfg.finetune.optim, cfg.finetune.select,
                        {"kind": "finetune", "variant": cfg.model.variant, "num_classes": ds.num_classes,
                         "pretrained": str(cfg.finetune.pretrained), **_dataset_meta(splits, cfg)})
-    return fit(setup, device, reporter, resume)
+    return fit(setup, device, reporter, resume, ctx)
 
 
 def _count(model: torch.nn.Module) -> str:

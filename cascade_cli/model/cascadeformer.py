@@ -70,14 +70,17 @@ class T1(nn.Module):
         self.reconstruction_head = (None if decoder is None else
                                     make_decoder(decoder, d, features.num_joints * features.in_channels))
 
-    def forward(self, x: Tensor, pad_mask: Tensor | None = None) -> Tensor:
-        """x (B, T, J, C), pad_mask (B, T) -> tokens (B, T, d)."""
+    def forward(self, x: Tensor, pad_mask: Tensor | None = None, reconstruct: bool = False) -> Tensor:
+        """x (B, T, J, C), pad_mask (B, T) -> tokens (B, T, d), or with reconstruct=True the decoded
+        joints (B, T, J, C): one forward call for the whole pretraining step, as DDP and
+        torch.compile wrap forward only."""
         T, max_frames = x.shape[1], self.pos_embedding.shape[1]
         if T > max_frames:
             raise ValueError(f"clip of {T} frames is longer than model.max_frames={max_frames}; "
                              "sample fewer frames (data.frames) or build the model with a larger max_frames")
         tokens = self.features(x) + self.pos_embedding[:, :T]  # (B, T, d)
-        return self.transformer_encoder(tokens, pad_mask)
+        tokens = self.transformer_encoder(tokens, pad_mask)
+        return self.reconstruct(tokens) if reconstruct else tokens
 
     def reconstruct(self, tokens: Tensor) -> Tensor:
         """tokens (B, T, d) -> joints (B, T, J, C)."""
