@@ -73,6 +73,7 @@ SeedOpt = typer.Option(None, "--seed", help="Random seed for init, data order, m
                                             "\\[default: 42].")
 ResumeOpt = typer.Option(False, "--resume", help="Continue the run in --run-dir from its last finished epoch.")
 QuietOpt = typer.Option(False, "--quiet", "-q", help="Print only warnings and the final result.")
+CompileOpt = typer.Option(False, "--compile", help="Compile the model with torch.compile (sets compile=true).")
 
 
 def _resolve_config(preset: Optional[str], sets: Optional[List[str]], *, data: Optional[str] = None,
@@ -359,7 +360,7 @@ def pretrain(
     data: Optional[str] = DataOpt, preset: Optional[str] = PresetOpt, sets: Optional[List[str]] = SetOpt,
     run_dir: Optional[Path] = RunDirOpt, gpu: Optional[int] = GpuOpt, device: Optional[str] = DeviceOpt,
     seed: Optional[int] = SeedOpt, resume: bool = ResumeOpt, print_config: bool = PrintOpt,
-    quiet: bool = QuietOpt,
+    quiet: bool = QuietOpt, compile_model: bool = CompileOpt,
 ) -> None:
     """Masked pretraining of T1: hide 30% of (frame, joint) slots and learn to reconstruct them.
 
@@ -375,6 +376,7 @@ def pretrain(
         raise UserError("--resume needs --run-dir of the run to continue")
     base = _saved_config(run_dir) if resume else None
     cfg = _resolve_config(preset, sets, data=data, seed=seed, device=device, gpu=gpu, base=base)
+    cfg.compile = cfg.compile or compile_model
     if print_config:
         return _print_config(cfg)
     run_dir = run_dir or _default_run_dir("pretrain")
@@ -390,7 +392,7 @@ def finetune(
     data: Optional[str] = DataOpt, preset: Optional[str] = PresetOpt, sets: Optional[List[str]] = SetOpt,
     run_dir: Optional[Path] = RunDirOpt, gpu: Optional[int] = GpuOpt, device: Optional[str] = DeviceOpt,
     seed: Optional[int] = SeedOpt, resume: bool = ResumeOpt, print_config: bool = PrintOpt,
-    quiet: bool = QuietOpt,
+    quiet: bool = QuietOpt, compile_model: bool = CompileOpt,
 ) -> None:
     """Cascading finetuning: pretrained T1, a new T2, cross-attention fusion and a classification head.
 
@@ -413,6 +415,7 @@ def finetune(
     else:
         raise UserError("finetuning needs a pretrained T1: pass --pretrained RUN_DIR_OR_CHECKPOINT")
     cfg = _resolve_config(preset, sets, data=data, seed=seed, device=device, gpu=gpu, base=base)
+    cfg.compile = cfg.compile or compile_model
     if pretrained:
         cfg.finetune.pretrained = pretrained
     if print_config:

@@ -172,8 +172,8 @@ class Config:
     seed: int = field(default=42, metadata=_range(0))
     # auto (CUDA if available), cpu, cuda, cuda:N.
     device: str = "auto"
-    # Mixed precision on CUDA: auto = bf16 where the GPU supports it, else fp16 with loss scaling;
-    # always float32 on CPU.
+    # Mixed precision on CUDA: auto = bf16 where the GPU supports it, else fp16 with loss scaling.
+    # On CPU auto means float32; bf16 runs CPU autocast.
     amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
     # Compile the model with torch.compile for training (worth it for long runs on GPUs).
     compile: bool = False

@@ -223,13 +223,14 @@ def prepare_run_dir(run_dir: Path, cfg: Config, resume: bool) -> bool:
 
 
 def _amp_dtype(cfg: Config, device: torch.device, reporter: Reporter):
-    """bf16 where the GPU has it (no loss scaling needed), fp16 otherwise; float32 on CPU."""
+    """bf16 where the GPU has it (no loss scaling needed), fp16 otherwise. On CPU, auto means float32
+    (CPU bf16 is rarely faster), but an explicit bf16 runs CPU autocast."""
     if cfg.amp == "off":
         return None
     if device.type != "cuda":
-        if cfg.amp != "auto":
-            reporter.warn(f"amp={cfg.amp} needs CUDA; training in float32 on {device}")
-        return None
+        if cfg.amp == "fp16":
+            reporter.warn(f"amp=fp16 needs CUDA; training in float32 on {device}")
+        return torch.bfloat16 if cfg.amp == "bf16" else None
     if cfg.amp == "auto":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.bfloat16 if cfg.amp == "bf16" else torch.float16

@@ -53,3 +53,17 @@ def test_gradient_accumulation_keeps_the_global_batch(tiny_dataset, tmp_path):
     cfg.accumulate = 4
     train.finetune(cfg, tmp_path / "accumulated", quiet)
     assert all(abs(a - b) < 1e-4 for a, b in zip(losses(tmp_path / "whole"), losses(tmp_path / "accumulated")))
+
+
+def test_bf16_autocast_path_runs_on_cpu(tiny_dataset, tmp_path):
+    import cascade_cli.train as train
+    from cascade_cli.config import load_config
+    from cascade_cli.progress import Reporter
+
+    cfg = load_config(None, [*TINY, "pretrain.epochs=1", "finetune.epochs=1", "amp=bf16"],
+                      base={"data": {"path": str(tiny_dataset)}})
+    train.pretrain(cfg, tmp_path / "pre", Reporter(quiet=True))
+    cfg.finetune.pretrained = str(tmp_path / "pre")
+    train.finetune(cfg, tmp_path / "ft", Reporter(quiet=True))
+    (line,) = (tmp_path / "ft" / "metrics.jsonl").read_text().splitlines()
+    assert 0 < json.loads(line)["train_loss"] < 10
