@@ -1,0 +1,125 @@
+"""Inference speed: model forward latency at batch 1, batched throughput, and `cascade predict` end to end.
+
+    forward    eval mode, inference_mode, the padding mask predict passes; Penn 1.0 at its median
+               clip length (56 frames) and NTU60-CS 1.0 at 64 frames (--small: the Penn-sized model
+               on NTU inputs); float32, and bf16 autocast on CUDA
+    predict    cascade_cli.predict.predict on one .npy clip (checkpoint load, preprocessing, forward)
+               in this process, and the `cascade predict` command (adds interpreter and import start-up),
+               with a tiny checkpoint trained here on the synthetic data
+
+    python bench/inference.py [--runs 50] [--batch 64] [--small] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from _common import PENN_MEDIAN, ROOT, common_args, print_table, set_threads, spec, sync, write_json
+from cascade_cli.config import load_config
+from cascade_cli.data.format import open_dataset
+from cascade_cli.data.synthetic import make_synthetic
+from cascade_cli.model import build_classifier, padding_mask
+from cascade_cli.predict import predict
+from cascade_cli.progress import Reporter
+from cascade_cli.train import finetune, pretrain
+
+TINY = ["model.d_model=32", "model.t1_layers=1", "model.t1_heads=2", "model.ffn_dim=64", "model.max_frames=64",
+        "data.frames=32", "pretrain.epochs=1", "finetune.epochs=1", "pretrain.batch_size=16",
+        "finetune.batch_size=16", "device=cpu"]
+COLUMNS = [("what", "what", ""), ("device", "device", ""), ("precision", "precision", ""), ("batch", "batch", "d"),
+           ("frames", "frames", "d"), ("ms_median", "ms (median)", ".2f"), ("clips_per_s", "clips/s", ".1f")]
+
+
+def median_ms(fn, runs: int, device: torch.device) -> float:
+    fn()  # warm-up: allocator, kernels, lazy initialisation
+    times = []
+    for _ in range(runs):
+        sync(device)
+        start = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return 1e3 * statistics.median(times)
+
+
+def forward_rows(name: str, small: bool, device: torch.device, batch: int, runs: int) -> list[dict]:
+    s = spec(name, small)
+    frames = s.frames or PENN_MEDIAN
+    torch.manual_seed(0)
+    model = build_classifier(s.model, s.joints, s.channels, s.classes).to(device).eval()
+    rows = []
+    for precision in ["fp32"] + (["bf16"] if device.type == "cuda" else []):
+        for b in (1, batch):
+            x = torch.randn(b, frames, s.joints, s.channels, device=device)
+            pad = padding_mask(torch.full((b,), frames, device=device), frames)
+
+            @torch.inference_mode()
+            def forward():
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+                    model(x, pad)
+
+            ms = median_ms(forward, runs if b == 1 else max(3, runs // 5), device)
+            rows.append({"what": f"{s.name} forward", "device": str(device), "precision": precision, "batch": b,
+                         "frames": frames, "ms_median": ms, "clips_per_s": 1e3 * b / ms})
+    return rows
+
+
+def tiny_checkpoint(out: Path) -> tuple[Path, Path]:
+    """A one-epoch classifier on the synthetic data and one of its clips as (T, J, C) .npy."""
+    data = out / "synthetic"
+    if not (data / "dataset.yaml").is_file():
+        make_synthetic(data, clips_per_class=8, seed=0)
+    run = out / "finetune"
+    if not (run / "checkpoints" / "best.safetensors").is_file():
+        cfg = load_config(None, TINY, base={"data": {"path": str(data)}})
+        reporter = Reporter(quiet=True)
+        pretrain(cfg, out / "pretrain", reporter, resume=(out / "pretrain" / "config.yaml").is_file())
+        cfg.finetune.pretrained = str(out / "pretrain")
+        finetune(cfg, run, reporter, resume=(run / "config.yaml").is_file())
+    clip = out / "clip.npy"
+    np.save(clip, open_dataset(data).clip(0)[:, 0])  # first person: (T, J, C)
+    return run, clip
+
+
+def predict_rows(out: Path, runs: int) -> list[dict]:
+    run, clip = tiny_checkpoint(out)
+    frames = int(np.load(clip).shape[0])
+    in_process = median_ms(lambda: predict(run, [clip], device="cpu"), runs, torch.device("cpu"))
+    cli = [str(Path(sys.executable).with_name("cascade")), "predict", str(run), str(clip), "--device", "cpu"]
+    command = median_ms(lambda: subprocess.run(cli, check=True, capture_output=True), max(3, runs // 10),
+                        torch.device("cpu"))
+    common = {"device": "cpu", "precision": "fp32", "batch": 1, "frames": frames}
+    return [{"what": "predict() tiny model", **common, "ms_median": in_process, "clips_per_s": 1e3 / in_process},
+            {"what": "`cascade predict` tiny", **common, "ms_median": command, "clips_per_s": 1e3 / command}]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=50, help="timed runs at batch 1 (batched: a fifth)")
+    parser.add_argument("--batch", type=int, default=64, help="batch of the throughput measurement")
+    parser.add_argument("--small", action="store_true", help="NTU inputs through the Penn-sized model")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench_out" / "inference")
+    common_args(parser, "inference")
+    args = parser.parse_args()
+    set_threads(args.threads)
+
+    rows = []
+    for device in [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else []):
+        for name in ("penn", "ntu_cs"):
+            rows += forward_rows(name, args.small, device, args.batch, args.runs)
+    rows += predict_rows(args.out, args.runs)
+    print_table(f"Inference, median of {args.runs} runs at batch 1 ({torch.get_num_threads()} CPU threads)",
+                rows, COLUMNS)
+    write_json(args.json, {"rows": rows})
+
+
+if __name__ == "__main__":
+    main()
