@@ -118,3 +118,33 @@ def test_item_lengths_are_the_lengths_the_pipeline_produces(tiny_dataset, frames
     assert np.array_equal(lengths, [len(items[k][0]) for k in range(len(items))])
     loader = DataLoader(items, batch_sampler=LengthBucketSampler(lengths, 4, seed=0), collate_fn=collate_clips)
     assert sum(len(b.labels) for b in loader) == len(items)
+
+
+def test_bucketing_does_not_change_any_clips_logits(tiny_dataset):
+    """Bucketed batches hold different neighbours and less padding; with masks, each clip's logits
+    must be exactly what they are in random batches."""
+    import torch
+
+    from cascade_cli.config import load_config
+    from cascade_cli.model import build_classifier, padding_mask
+    from tests.conftest import TINY
+
+    cfg = load_config(None, [*TINY, "data.frames=0", "model.max_frames=160"])
+    ds = open_dataset(tiny_dataset)
+    items = ClipDataset(ds, np.arange(ds.num_clips), cfg.data, train=False, seed=0)
+    torch.manual_seed(0)
+    model = build_classifier(cfg.model, 25, 3, ds.num_classes).eval()
+
+    def logits(bucket: bool) -> dict[int, torch.Tensor]:
+        sampler = LengthBucketSampler(item_lengths(items), 8, seed=3, bucket=bucket)
+        out = {}
+        for batch_items in sampler:
+            batch = collate_clips([items[i] for i in batch_items])
+            with torch.no_grad():
+                rows = model(batch.x, padding_mask(batch.lengths, batch.x.shape[1]))
+            out.update(zip(batch_items, rows))
+        return out
+
+    bucketed, random = logits(True), logits(False)
+    assert bucketed.keys() == random.keys() == set(range(ds.num_clips))
+    assert all(torch.allclose(bucketed[i], random[i], atol=1e-5) for i in bucketed)
