@@ -74,7 +74,7 @@ def main() -> None:
                          "speedup": r["samples_per_s"] / results["paper"]["samples_per_s"]})
 
     print_table(f"Training throughput on {device} ({torch.get_num_threads()} threads), median of {args.repeat} "
-                f"run(s); Penn lengths: {source}", rows, COLUMNS)
+                f"run(s)" + (f"; Penn lengths: {source}" if source else ""), rows, COLUMNS)
     write_json(args.json, {"device": str(device), "penn_lengths": source, "rows": rows})
 
 
