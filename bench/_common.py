@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from cascade_cli.config import ModelConfig, load_config
 from cascade_cli.data.sampler import LengthBucketSampler, padding_ratio
 from cascade_cli.model import build_classifier, padding_mask
-from cascade_cli.train import training_splits
+from cascade_cli.train import autocast_dtype, training_splits
 
 ROOT = Path(__file__).resolve().parents[1]
 PENN_RAW = ROOT.parent / "shared" / "datasets" / "penn_action"
@@ -151,8 +151,9 @@ def random_batch(s: Spec, lengths: np.ndarray, device: torch.device, masks: bool
 
 
 def train_loop(s: Spec, lengths: np.ndarray, sampler: LengthBucketSampler, device: torch.device, *, masks: bool,
-               amp: torch.dtype | None, samples: int, warmup: int = 2, peak_tflops: float = 0.0) -> dict:
-    """Time finetuning steps (forward, cross-entropy, backward, AdamW step) over one epoch of `sampler`.
+               amp: torch.dtype | None, fused: bool, samples: int, warmup: int = 2, peak_tflops: float = 0.0) -> dict:
+    """Time finetuning steps (forward, cross-entropy, backward, AdamW step, fused or per-op) over one
+    epoch of `sampler`.
 
     The first `warmup` batches are untimed; then batches holding `samples` clips (0: the rest of the
     epoch; clips rather than steps, so both loops time the same share of it) are timed, and the epoch
@@ -173,7 +174,7 @@ def train_loop(s: Spec, lengths: np.ndarray, sampler: LengthBucketSampler, devic
 
     with PeakMemory(device) as memory:
         model = build_classifier(s.model, s.joints, s.channels, s.classes).to(device).train()
-        optimizer = torch.optim.AdamW(model.parameters(), lr=3e-5, weight_decay=1e-4)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=3e-5, weight_decay=1e-4, fused=fused or None)
         times = []
         for i, batch in enumerate(batches[:warmup] + timed):
             x, pad, labels = random_batch(s, lengths[batch], device, masks, generator)
@@ -200,18 +201,19 @@ def train_loop(s: Spec, lengths: np.ndarray, sampler: LengthBucketSampler, devic
 
 def paper_loop(s: Spec, lengths: np.ndarray, device: torch.device, samples: int, **kw) -> dict:
     """The official recipe's loop: random batches of its batch size padded to their longest clip, no
-    padding masks (pad_mask=None), float32."""
+    padding masks (pad_mask=None), float32, PyTorch's default optimizer update."""
     sampler = LengthBucketSampler(lengths, s.paper_batch, seed=0, bucket=False)
-    return train_loop(s, lengths, sampler, device, masks=False, amp=None, samples=samples, **kw)
+    return train_loop(s, lengths, sampler, device, masks=False, amp=None, fused=False, samples=samples, **kw)
 
 
 def our_loop(s: Spec, lengths: np.ndarray, device: torch.device, samples: int, batch: int, budget: int = 0,
              **kw) -> dict:
-    """Our default path: length-bucketed batches (of `batch` clips, or cut by a frame budget) with
-    padding masks, bf16 autocast on CUDA."""
+    """Our default path (what `cascade finetune` does): length-bucketed batches (of `batch` clips, or
+    cut by a frame budget) with padding masks, the precision of amp=auto (bf16 on CUDA and on CPUs
+    with AMX), the fused optimizer update."""
     sampler = LengthBucketSampler(lengths, batch, seed=0, max_frames_per_batch=budget)
-    amp = torch.bfloat16 if device.type == "cuda" else None
-    return train_loop(s, lengths, sampler, device, masks=True, amp=amp, samples=samples, **kw)
+    return train_loop(s, lengths, sampler, device, masks=True, amp=autocast_dtype("auto", device)[0], fused=True,
+                      samples=samples, **kw)
 
 
 def median_run(runs: list[dict], key: str) -> dict:

@@ -1,6 +1,7 @@
 """Training throughput and peak memory: our default loop against the paper recipe's, same model.
 
-    ours   length-bucketed batches (--batch, 32 for Penn) with padding masks; bf16 autocast on CUDA
+    ours   length-bucketed batches (--batch, 32 for Penn) with padding masks, amp=auto (bf16 on CUDA
+           and on CPUs with AMX), fused AdamW: what `cascade finetune` does
     budget the same, batches cut by a frame budget (--budget frames, Penn only): bounded step memory
     paper  random batches of the official batch size (4 for Penn, 64 for NTU) padded to the longest
            clip, no masks, float32
@@ -20,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cascade_cli.train import autocast_dtype
 from _common import (PENN_DATA, bench_device, common_args, median_run, our_loop, paper_loop, penn_lengths,
                      print_table, set_threads, spec, write_json)
 
@@ -56,7 +58,7 @@ def main() -> None:
         ntu = spec("ntu_cs", args.small)
         cases.append((ntu, np.full(ntu.paper_batch * (1 + args.ntu_steps), ntu.frames), ntu.paper_batch, 0, 1, 0))
 
-    rows, amp = [], "bf16" if device.type == "cuda" else "fp32"
+    rows, amp = [], "bf16" if autocast_dtype("auto", device)[0] else "fp32"
     for s, lengths, batch, samples, warmup, budget in cases:
         kw = {"warmup": warmup, "peak_tflops": peak}
         arms = {"ours": lambda: our_loop(s, lengths, device, samples, batch, **kw),

@@ -172,8 +172,8 @@ class Config:
     seed: int = field(default=42, metadata=_range(0))
     # auto (CUDA if available), cpu, cuda, cuda:N.
     device: str = "auto"
-    # Mixed precision on CUDA: auto = bf16 where the GPU supports it, else fp16 with loss scaling.
-    # On CPU auto means float32; bf16 runs CPU autocast.
+    # Mixed precision: auto = bf16 on GPUs that support it (else fp16 with loss scaling) and on
+    # CPUs with AMX bf16 tiles (about twice as fast there); float32 on other CPUs. off = float32.
     amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
     # Compile the model with torch.compile for training (worth it for long runs on GPUs).
     compile: bool = False
@@ -211,10 +211,15 @@ def _coerce(key: str, tp: Any, value: Any, meta: typing.Mapping) -> Any:
     """Check one leaf value against its declared type and range; return it in canonical form."""
     if typing.get_origin(tp) is Literal:
         choices = typing.get_args(tp)
-        # YAML reads `variant: 1.0` as a float; accept it when its text is a valid choice.
-        as_text = value if isinstance(value, str) else (str(value) if isinstance(value, (int, float)) else None)
+        # YAML reads `variant: 1.0` as a float and `amp: off` as false; accept them when their text
+        # is a valid choice.
+        if isinstance(value, bool):
+            as_text = "on" if value else "off"
+        else:
+            as_text = value if isinstance(value, str) else (str(value) if isinstance(value, (int, float)) else None)
         if as_text not in choices:
-            raise UserError(f"config key '{key}': {value!r} is not allowed; use {_describe(tp)}")
+            shown = repr(as_text if isinstance(value, bool) else value)
+            raise UserError(f"config key '{key}': {shown} is not allowed; use {_describe(tp)}")
         return as_text
     ok = (
         (tp is bool and isinstance(value, bool))

@@ -59,7 +59,10 @@ def build_optimizer(params: list[torch.nn.Parameter], cfg: OptimConfig) -> torch
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
                                weight_decay=cfg.weight_decay)
     cls = torch.optim.AdamW if cfg.name == "adamw" else torch.optim.Adam
-    return cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # The fused kernel updates every tensor in one pass: on CPU about 5x faster than the default
+    # per-op update, which otherwise costs as much as a small batch's forward and backward.
+    fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
+    return cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused or None)
 
 
 def lr_factor(cfg: OptimConfig, step: int, total: int) -> float:
@@ -222,18 +225,28 @@ def prepare_run_dir(run_dir: Path, cfg: Config, resume: bool) -> bool:
     return False
 
 
-def _amp_dtype(cfg: Config, device: torch.device, reporter: Reporter):
-    """bf16 where the GPU has it (no loss scaling needed), fp16 otherwise. On CPU, auto means float32
-    (CPU bf16 is rarely faster), but an explicit bf16 runs CPU autocast."""
-    if cfg.amp == "off":
-        return None
-    if device.type != "cuda":
-        if cfg.amp == "fp16":
-            reporter.warn(f"amp=fp16 needs CUDA; training in float32 on {device}")
-        return torch.bfloat16 if cfg.amp == "bf16" else None
-    if cfg.amp == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16 if cfg.amp == "bf16" else torch.float16
+def cpu_has_native_bf16() -> bool:
+    """AMX tiles (Intel Sapphire Rapids and later) multiply bf16 matrices several times faster than
+    float32; without them CPU bf16 is emulated and slower, so auto stays in float32 there."""
+    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    return bool(probe and probe())
+
+
+def autocast_dtype(amp: str, device: torch.device) -> tuple[torch.dtype | None, str | None]:
+    """The autocast dtype for config key `amp` on `device` (None: float32), and a warning if the
+    request cannot be honoured. auto: bf16 on GPUs that have it (no loss scaling needed), else fp16
+    with a scaler; bf16 on CPUs with AMX; float32 on other CPUs."""
+    if amp == "off":
+        return None, None
+    if device.type == "cuda":
+        if amp == "auto":
+            return (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16), None
+        return (torch.bfloat16 if amp == "bf16" else torch.float16), None
+    if amp == "fp16":
+        return None, f"amp=fp16 needs CUDA; training in float32 on {device}"
+    if amp == "auto":
+        return (torch.bfloat16 if device.type == "cpu" and cpu_has_native_bf16() else None), None
+    return torch.bfloat16, None
 
 
 def _micro_batches(batch: Batch, parts: int) -> list[Batch]:
@@ -266,7 +279,12 @@ def fit(setup: StageSetup, device: torch.device, reporter: Reporter, resume: boo
     steps_per_epoch = len(make_loader(ds, setup.splits.train, cfg, train=True, batch_size=setup.batch_size,
                                       epoch=1, ctx=ctx))
     scheduler = build_scheduler(optimizer, setup.optim, setup.epochs, steps_per_epoch)
-    amp_dtype = _amp_dtype(cfg, device, reporter)
+    amp_dtype, amp_warning = autocast_dtype(cfg.amp, device)
+    if amp_warning:
+        reporter.warn(amp_warning)
+    if amp_dtype is not None:
+        reporter.info(f"mixed precision: {str(amp_dtype).removeprefix('torch.')} autocast on {device.type} "
+                      "(config key amp; amp=off trains in float32)")
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
     if device.type == "cuda" and cfg.data.frames > 0:
         torch.backends.cudnn.benchmark = True  # fixed shapes: tuning once pays off

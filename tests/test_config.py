@@ -14,6 +14,8 @@ def test_overrides_are_typed_and_nested():
     assert cfg.finetune.optim.nesterov is True
     assert cfg.data.protocol == "xsub"
     assert cfg.seed == 7
+    # YAML 1.1 reads a bare `off` as false; it still means the choice "off".
+    assert load_config(None, ["amp=off"]).amp == "off"
     # Integers are accepted where floats are expected and stored as floats.
     assert load_config(None, ["pretrain.optim.lr=1"]).pretrain.optim.lr == 1.0
 
@@ -32,6 +34,7 @@ def test_later_overrides_win_and_preset_applies():
     ("model.d_model=1.5", "config key 'model.d_model': expected an integer"),
     ("model.variant=2.0", "config key 'model.variant': 2.0 is not allowed; use one of 1.0, 1.1, 1.2"),
     ("pretrain.mask=random", "use one of joint_slots, joints, frames, none"),
+    ("amp=on", "config key 'amp': 'on' is not allowed; use one of auto, off, bf16, fp16"),
     ("pretrain.mask_ratio=1.5", "config key 'pretrain.mask_ratio': 1.5 is out of range (0.0, 1.0]"),
     ("pretrain.mask_ratio=0", "out of range"),
     ("finetune.optim.nesterov=maybe", "expected true or false"),

@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import TINY
 
 # No dropout: the two runs must see the same function, so their losses can be compared step for step.
@@ -67,3 +69,18 @@ def test_bf16_autocast_path_runs_on_cpu(tiny_dataset, tmp_path):
     train.finetune(cfg, tmp_path / "ft", Reporter(quiet=True))
     (line,) = (tmp_path / "ft" / "metrics.jsonl").read_text().splitlines()
     assert 0 < json.loads(line)["train_loss"] < 10
+
+
+@pytest.mark.parametrize("amx", [True, False])
+def test_auto_precision_follows_the_hardware(monkeypatch, amx):
+    import torch
+
+    import cascade_cli.train as train
+
+    monkeypatch.setattr(train, "cpu_has_native_bf16", lambda: amx)
+    cpu = torch.device("cpu")
+    assert train.autocast_dtype("auto", cpu) == ((torch.bfloat16 if amx else None), None)
+    assert train.autocast_dtype("off", cpu) == (None, None)
+    assert train.autocast_dtype("bf16", cpu) == (torch.bfloat16, None)
+    dtype, warning = train.autocast_dtype("fp16", cpu)
+    assert dtype is None and "needs CUDA" in warning

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cascade_cli.config import ModelConfig
+from cascade_cli.model.dropout import use_fast_dropout
 from cascade_cli.model.encoder import Encoder, check_heads
 from cascade_cli.model.features import FrameFeatures, build_features
 
@@ -177,8 +178,9 @@ class CascadeFormer(nn.Module):
 
 def build_t1(cfg: ModelConfig, num_joints: int, in_channels: int, with_decoder: bool) -> T1:
     check_heads(cfg.d_model, cfg.t1_heads, "model.d_model vs. model.t1_heads")
-    return T1(build_features(cfg, num_joints, in_channels), cfg.max_frames, cfg.t1_layers, cfg.t1_heads,
-              cfg.ffn_dim, cfg.dropout, cfg.pos_init, cfg.decoder if with_decoder else None)
+    t1 = T1(build_features(cfg, num_joints, in_channels), cfg.max_frames, cfg.t1_layers, cfg.t1_heads,
+            cfg.ffn_dim, cfg.dropout, cfg.pos_init, cfg.decoder if with_decoder else None)
+    return use_fast_dropout(t1)
 
 
 def build_classifier(cfg: ModelConfig, num_joints: int, in_channels: int, num_classes: int) -> CascadeFormer:
@@ -192,7 +194,8 @@ def build_classifier(cfg: ModelConfig, num_joints: int, in_channels: int, num_cl
     fusion = CrossAttention(cfg.d_model, fusion_heads, cfg.fusion_dropout, with_ffn=cfg.fusion == "ffn")
     head = (LinearHead(cfg.d_model, num_classes) if cfg.head == "linear" else
             MLPHead(cfg.d_model, num_classes, cfg.head_dropout))
-    return CascadeFormer(build_t1(cfg, num_joints, in_channels, with_decoder=False), t2, fusion, head)
+    t1 = build_t1(cfg, num_joints, in_channels, with_decoder=False)
+    return use_fast_dropout(CascadeFormer(t1, t2, fusion, head))
 
 
 def set_t1_trainable(model: CascadeFormer, mode: str, k: int = 1) -> None:

@@ -1,0 +1,76 @@
+"""The CPU dropout: same law as nn.Dropout (up to 1/65536), seeded, and swapped in everywhere."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from cascade_cli.config import load_config
+from cascade_cli.model import build_classifier, build_t1
+from cascade_cli.model.dropout import Dropout, drop_mask
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5, 0.9])
+def test_drop_rate_matches_p(p):
+    torch.manual_seed(0)
+    n = 2_000_000
+    rate = drop_mask(torch.Size([n]), p).float().mean().item()
+    expected = round(p * 65536) / 65536
+    assert abs(rate - expected) < 4 * math.sqrt(p * (1 - p) / n)
+
+
+def test_mask_has_no_pattern_across_the_four_slices_of_a_word():
+    torch.manual_seed(1)
+    mask = drop_mask(torch.Size([400_000, 4]), 0.25).float()  # row = one 64-bit word
+    rates = mask.mean(0)
+    assert torch.all((rates - 0.25).abs() < 0.005), rates
+    # Slices of one word are independent: pairwise agreement as for independent draws.
+    together = (mask[:, 0] * mask[:, 3]).mean().item()
+    assert abs(together - 0.0625) < 0.003
+
+
+def test_output_is_unbiased_and_zero_where_dropped():
+    torch.manual_seed(2)
+    x = torch.full((1000, 1000), 3.0)
+    out = Dropout(0.1).train()(x)
+    kept = out != 0
+    assert torch.allclose(out[kept], torch.tensor(3.0 / (1 - 6554 / 65536)))
+    assert abs(out.mean().item() - 3.0) < 0.02
+
+
+def test_seeded_train_mode_and_identity_in_eval():
+    x = torch.randn(64, 128)
+    layer = Dropout(0.3).train()
+    torch.manual_seed(5)
+    a = layer(x)
+    torch.manual_seed(5)
+    assert torch.equal(a, layer(x))
+    assert not torch.equal(a, layer(x))  # a new draw each call
+    assert torch.equal(layer.eval()(x), x)
+    assert torch.equal(Dropout(0.0).train()(x), x)
+    assert torch.equal(Dropout(1.0).train()(x), torch.zeros_like(x))
+
+
+def test_gradient_flows_only_through_kept_elements():
+    torch.manual_seed(3)
+    x = torch.randn(32, 64, requires_grad=True)
+    out = Dropout(0.5).train()(x)
+    out.sum().backward()
+    scale = 1 / (1 - 32768 / 65536)
+    assert torch.equal(x.grad, (out != 0).float() * scale)
+
+
+def test_bf16_input_stays_bf16():
+    x = torch.randn(16, 16, dtype=torch.bfloat16)
+    assert Dropout(0.1).train()(x).dtype == torch.bfloat16
+
+
+def test_models_use_it_and_keep_their_keys():
+    cfg = load_config(None, ["model.d_model=32", "model.t1_layers=1", "model.t1_heads=2", "model.ffn_dim=64"])
+    for model in (build_classifier(cfg.model, 13, 2, 5), build_t1(cfg.model, 13, 2, with_decoder=True)):
+        kinds = {type(m) for m in model.modules() if isinstance(m, nn.Dropout)}
+        assert kinds == {Dropout}
+    names = build_classifier(cfg.model, 13, 2, 5).state_dict().keys()
+    assert "t1.transformer_encoder.layers.0.linear1.weight" in names
+    assert not any("dropout" in n for n in names)
