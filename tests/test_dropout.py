@@ -8,7 +8,7 @@ from torch import nn
 
 from cascade_cli.config import load_config
 from cascade_cli.model import build_classifier, build_t1
-from cascade_cli.model.dropout import Dropout, drop_mask
+from cascade_cli.model.dropout import Dropout, MultiheadAttention, drop_mask
 
 
 @pytest.mark.parametrize("p", [0.1, 0.5, 0.9])
@@ -74,3 +74,55 @@ def test_models_use_it_and_keep_their_keys():
     names = build_classifier(cfg.model, 13, 2, 5).state_dict().keys()
     assert "t1.transformer_encoder.layers.0.linear1.weight" in names
     assert not any("dropout" in n for n in names)
+
+
+@pytest.mark.parametrize("additive", [False, True])
+@pytest.mark.parametrize("cross", [False, True])
+def test_attention_matches_pytorch_when_nothing_is_dropped(monkeypatch, cross, additive):
+    import cascade_cli.model.dropout as fast
+
+    torch.manual_seed(4)
+    attention = nn.MultiheadAttention(32, 4, dropout=0.1, batch_first=True)
+    reference = nn.MultiheadAttention(32, 4, dropout=0.1, batch_first=True)
+    reference.load_state_dict(attention.state_dict())
+    fast.use_fast_dropout(attention)
+    assert type(attention) is fast.MultiheadAttention
+    query, context = torch.randn(3, 10, 32), torch.randn(3, 10, 32)
+    key = context if cross else query
+    pad = torch.arange(10) >= torch.tensor([10, 7, 3])[:, None]
+    if additive:  # the form nn.TransformerEncoderLayer hands to its attention
+        pad = torch.zeros(pad.shape).masked_fill(pad, float("-inf"))
+    monkeypatch.setattr(fast, "drop_mask", lambda shape, p: torch.zeros(shape, dtype=torch.bool))
+    ours = attention.train()(query, key, key, key_padding_mask=pad, need_weights=False)[0]
+    theirs = reference.eval()(query, key, key, key_padding_mask=pad, need_weights=False)[0]
+    kept = 1 - 6554 / 65536  # nothing dropped, but the kept weights are still scaled up
+    monkeypatch.setattr(fast, "dropout", lambda x, p: x)
+    unscaled = attention(query, key, key, key_padding_mask=pad, need_weights=False)[0]
+    assert torch.allclose(unscaled, theirs, atol=1e-5)
+    assert not torch.allclose(ours, theirs, atol=1e-3) and kept < 1
+
+
+def test_attention_drops_weights_in_training_only():
+    torch.manual_seed(6)
+    attention = MultiheadAttention(32, 4, dropout=0.5, batch_first=True)
+    x = torch.randn(2, 12, 32)
+    a = attention.train()(x, x, x, need_weights=False)[0]
+    b = attention(x, x, x, need_weights=False)[0]
+    assert not torch.allclose(a, b)
+    assert torch.equal(attention.eval()(x, x, x, need_weights=False)[0], attention(x, x, x, need_weights=False)[0])
+
+
+def test_classifier_in_training_mode_without_drops_equals_evaluation(monkeypatch):
+    import cascade_cli.model.dropout as fast
+    from cascade_cli.model import padding_mask
+
+    monkeypatch.setattr(fast, "dropout", lambda x, p: x)
+    torch.manual_seed(7)
+    cfg = load_config(None, ["model.d_model=32", "model.t1_layers=2", "model.t1_heads=4", "model.ffn_dim=64",
+                             "model.fusion=ffn"])
+    model = build_classifier(cfg.model, 13, 2, 5)
+    x, pad = torch.randn(3, 20, 13, 2), padding_mask(torch.tensor([20, 12, 5]), 20)
+    with torch.no_grad():
+        trained = model.train()(x, pad)
+        evaluated = model.eval()(x, pad)
+    assert torch.allclose(trained, evaluated, atol=1e-5)
