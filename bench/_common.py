@@ -21,9 +21,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cascade_cli.config import ModelConfig, load_config
+from cascade_cli.config import Config, ModelConfig, load_config
+from cascade_cli.data.penn import prepare_penn
 from cascade_cli.data.sampler import LengthBucketSampler, padding_ratio
 from cascade_cli.model import build_classifier, padding_mask
+from cascade_cli.progress import Reporter
 from cascade_cli.train import autocast_dtype, training_splits
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -228,6 +230,24 @@ def common_args(parser: argparse.ArgumentParser, name: str) -> None:
                         help="torch CPU threads (0: torch's default). On a machine shared with other busy "
                              "processes, fewer threads than cores avoids waiting on preempted ones, often by 10x")
     parser.add_argument("--json", type=Path, default=ROOT / "bench_out" / f"{name}.json")
+
+
+def penn_recipe_args(parser: argparse.ArgumentParser, name: str) -> None:
+    """Options of the benchmarks that train on Penn Action: data, preset, overrides, output folder."""
+    parser.add_argument("--raw", type=Path, default=PENN_RAW, help="Penn Action root (holding labels/)")
+    parser.add_argument("--data", type=Path, default=PENN_DATA, help="prepared Penn Action (made from --raw if missing)")
+    parser.add_argument("--preset", default="penn_action-cpu")
+    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench_out" / name)
+    common_args(parser, name)
+
+
+def penn_recipe(args: argparse.Namespace, overrides: list[str]) -> Config:
+    """The --preset config on the prepared Penn Action (prepared from --raw first if missing)."""
+    set_threads(args.threads)
+    if not (args.data / "dataset.yaml").is_file():
+        prepare_penn(args.raw, args.data, reporter=Reporter())
+    return load_config(args.preset, [*overrides, *args.sets], base={"data": {"path": str(args.data)}})
 
 
 def set_threads(threads: int) -> None:

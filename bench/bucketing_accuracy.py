@@ -16,13 +16,10 @@ import copy
 import json
 import shutil
 import time
-from pathlib import Path
 
 import numpy as np
 
-from _common import PENN_DATA, PENN_RAW, ROOT, common_args, print_table, set_threads, write_json
-from cascade_cli.config import load_config
-from cascade_cli.data.penn import prepare_penn
+from _common import penn_recipe, penn_recipe_args, print_table, write_json
 from cascade_cli.data.sampler import LengthBucketSampler, padding_ratio
 from cascade_cli.evaluate import evaluate
 from cascade_cli.progress import Reporter
@@ -35,19 +32,10 @@ VARIABLE_LENGTH = ["data.frames=0", "model.max_frames=700"]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--raw", type=Path, default=PENN_RAW, help="Penn Action root (holding labels/)")
-    parser.add_argument("--data", type=Path, default=PENN_DATA, help="prepared Penn Action (made from --raw if missing)")
-    parser.add_argument("--preset", default="penn_action-cpu")
-    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench_out" / "bucketing_accuracy")
-    common_args(parser, "bucketing_accuracy")
+    penn_recipe_args(parser, "bucketing_accuracy")
     args = parser.parse_args()
-    set_threads(args.threads)
     reporter = Reporter()
-
-    if not (args.data / "dataset.yaml").is_file():
-        prepare_penn(args.raw, args.data, reporter=reporter)
-    cfg = load_config(args.preset, [*VARIABLE_LENGTH, *args.sets], base={"data": {"path": str(args.data)}})
+    cfg = penn_recipe(args, VARIABLE_LENGTH)
     shutil.rmtree(args.out, ignore_errors=True)
     pretrain(cfg, args.out / "pretrain", reporter)
 

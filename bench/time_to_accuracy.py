@@ -19,10 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from _common import (PENN_DATA, PENN_RAW, ROOT, common_args, forward_flops, median_run, paper_loop, penn_lengths,
-                     print_table, set_threads, spec, write_json)
+from _common import (forward_flops, median_run, paper_loop, penn_lengths, penn_recipe, penn_recipe_args, print_table,
+                     spec, write_json)
 from cascade_cli.config import load_config, preset_info
-from cascade_cli.data.penn import prepare_penn
 from cascade_cli.evaluate import evaluate
 from cascade_cli.progress import Reporter
 from cascade_cli.train import finetune, pretrain, resolve_device
@@ -34,23 +33,13 @@ COLUMNS = [("recipe", "recipe", ""), ("epochs", "epochs", ""), ("wall_s", "wall 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--raw", type=Path, default=PENN_RAW, help="Penn Action root (holding labels/)")
-    parser.add_argument("--data", type=Path, default=PENN_DATA,
-                        help="prepared Penn Action (made from --raw if missing)")
-    parser.add_argument("--preset", default="penn_action-cpu")
-    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench_out" / "time_to_accuracy")
+    penn_recipe_args(parser, "time_to_accuracy")
     parser.add_argument("--paper-samples", type=int, default=0,
                         help="clips of the paper loop's epoch to time (0: the whole epoch), extrapolated by FLOPs")
     parser.add_argument("--repeat", type=int, default=1, help="paper-loop measurements; the median is used")
-    common_args(parser, "time_to_accuracy")
     args = parser.parse_args()
-    set_threads(args.threads)
     reporter = Reporter()
-
-    if not (args.data / "dataset.yaml").is_file():
-        prepare_penn(args.raw, args.data, reporter=reporter)
-    cfg = load_config(args.preset, args.sets, base={"data": {"path": str(args.data)}})
+    cfg = penn_recipe(args, [])
     runs = args.out / Path(args.preset).stem
     shutil.rmtree(runs, ignore_errors=True)  # a wall time means a run from scratch
     wall = {}
