@@ -3,7 +3,8 @@
 Iterates one training epoch of the real prepared Penn Action (memory-mapped frames, the Table 1
 Penn pipeline: variable length, invisible joints zeroed, length-bucketed batches) with 0 and 2
 DataLoader workers, then times training steps of the Penn 1.0 model (d=256, 4+4 layers) on the
-same batches. The loader keeps up when its samples/s is well above the model's.
+same batches, as `cascade finetune` runs them (amp=auto, fused AdamW). The loader keeps up when
+its samples/s is well above the model's.
 
     python bench/loader_throughput.py [--data bench_out/penn/data] [--steps 20] [--json out.json]
 """
@@ -20,7 +21,7 @@ import torch.nn.functional as F
 
 from cascade_cli.config import load_config
 from cascade_cli.model import build_classifier, padding_mask
-from cascade_cli.train import make_loader, training_splits
+from cascade_cli.train import autocast_dtype, build_optimizer, make_loader, training_splits
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,10 +40,12 @@ def model_rate(cfg, splits, steps: int) -> float:
     batches = [b for _, b in zip(range(steps + 2), make_loader(splits.dataset, splits.train, cfg, train=True,
                                                                batch_size=32, epoch=1))]
     model = build_classifier(cfg.model, 13, 2, splits.dataset.num_classes).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-5)
+    optimizer = build_optimizer(list(model.parameters()), cfg.finetune.optim)
+    amp = autocast_dtype(cfg.amp, torch.device("cpu"))[0]
 
     def step(batch):
-        logits = model(batch.x, padding_mask(batch.lengths, batch.x.shape[1]))
+        with torch.autocast("cpu", dtype=amp, enabled=amp is not None):
+            logits = model(batch.x, padding_mask(batch.lengths, batch.x.shape[1])).float()
         loss = F.cross_entropy(logits, batch.labels)
         optimizer.zero_grad()
         loss.backward()
