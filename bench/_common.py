@@ -243,7 +243,8 @@ def penn_recipe_args(parser: argparse.ArgumentParser, name: str) -> None:
 
 
 def penn_recipe(args: argparse.Namespace, overrides: list[str]) -> Config:
-    """The --preset config on the prepared Penn Action (prepared from --raw first if missing)."""
+    """The --preset config on the prepared Penn Action (prepared from --raw first if missing), after
+    applying --threads."""
     set_threads(args.threads)
     if not (args.data / "dataset.yaml").is_file():
         prepare_penn(args.raw, args.data, reporter=Reporter())

@@ -71,9 +71,10 @@ def test_models_use_it_and_keep_their_keys():
     for model in (build_classifier(cfg.model, 13, 2, 5), build_t1(cfg.model, 13, 2, with_decoder=True)):
         kinds = {type(m) for m in model.modules() if isinstance(m, nn.Dropout)}
         assert kinds == {Dropout}
+    # The swap keeps the official checkpoint names of the encoder layers' attention.
     names = build_classifier(cfg.model, 13, 2, 5).state_dict().keys()
-    assert "t1.transformer_encoder.layers.0.linear1.weight" in names
-    assert not any("dropout" in n for n in names)
+    assert "t1.transformer_encoder.layers.0.self_attn.in_proj_weight" in names
+    assert "fusion.cross_attention.out_proj.weight" in names
 
 
 @pytest.mark.parametrize("additive", [False, True])
