@@ -28,7 +28,6 @@ RUN if ! command -v python3 >/dev/null || ! command -v make >/dev/null \
 WORKDIR /opt/cascade
 COPY pyproject.toml README.md Makefile ./
 COPY cascade_cli ./cascade_cli
-COPY presets ./presets
 # The same install path as the README: make sets up .venv (torch first, then the package).
 RUN make setup TORCH_SPEC="${TORCH_SPEC}"
 ENV PATH=/opt/cascade/.venv/bin:${PATH}

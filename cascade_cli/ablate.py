@@ -1,6 +1,6 @@
 """`cascade ablate`: the arms of a paper ablation as one resumable study, compared with the paper.
 
-A study is a list of arm presets (presets/tableN/...). Each arm runs pretrain -> finetune -> evaluate
+A study is a list of arm presets (named tableN/...). Each arm runs pretrain -> finetune -> evaluate
 with the same seeds and data; arms whose pretraining configuration is identical (e.g. the freezing
 arms) share one pretraining run, keyed by a hash of everything that affects it. Finished arms are
 skipped on a re-run and a failing arm is recorded without stopping the others.

@@ -60,7 +60,7 @@ def handles_user_errors(fn):
 # ----------------------------------------------------------------------------------------------
 # Options shared by the training commands
 
-PresetOpt = typer.Option(None, "--preset", "-p", help="Preset name under presets/ (e.g. demo) or a YAML file.")
+PresetOpt = typer.Option(None, "--preset", "-p", help="Preset name under cascade_cli/presets/ (e.g. demo) or a YAML file.")
 SetOpt = typer.Option(None, "--set", "-s", metavar="KEY=VALUE",
                       help="Override one config key, dotted and typed, e.g. --set finetune.optim.lr=3e-5. Repeatable.")
 PrintOpt = typer.Option(False, "--print-config", help="Print the resolved config as YAML and exit.")
@@ -653,7 +653,7 @@ def presets_list(
     """
     from cascade_cli.config import list_presets, preset_info
 
-    grid = Table(title="presets (presets/<name>.yaml)")
+    grid = Table(title="presets (cascade_cli/presets/<name>.yaml)")
     for column in ("name", "table", "dataset", "arm", "paper top-1", "title"):
         grid.add_column(column, justify="right" if column == "paper top-1" else "left")
     for name in list_presets():

@@ -18,7 +18,7 @@ import yaml
 
 from cascade_cli.errors import UserError
 
-PRESETS_DIR = Path(__file__).resolve().parent.parent / "presets"
+PRESETS_DIR = Path(__file__).resolve().parent / "presets"
 
 
 def _range(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False) -> dict:
@@ -286,7 +286,7 @@ def parse_override(text: str) -> dict:
 
 
 def resolve_preset(name: str) -> Path:
-    """A preset is a YAML path, or a name under presets/ (``table1/penn_action-1.0`` style)."""
+    """A preset is a YAML path, or a name under cascade_cli/presets/ (``table1/penn_action-1.0`` style)."""
     path = Path(name)
     if path.suffix in (".yaml", ".yml") and path.is_file():
         return path

@@ -59,7 +59,7 @@ PRETRAINED = "pretrained.safetensors"
 class OfficialDataset:
     name: str  # our prepared dataset's name
     protocol: str
-    preset: str  # presets/table1/<preset>-<variant>.yaml holds its official pipeline and sizes
+    preset: str  # cascade_cli/presets/table1/<preset>-<variant>.yaml holds its official pipeline and sizes
     hub: str  # the Hub folder is BEST_<hub>_<variant>
     prefix: str  # official file names are <prefix>_<role>.pt
     heads: int  # reference B.4; stored nowhere in the files
