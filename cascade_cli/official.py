@@ -36,11 +36,9 @@ from torch import Tensor, nn
 import cascade_cli
 from cascade_cli.checkpoint import git_commit, save_checkpoint
 from cascade_cli.config import Config, load_config, to_dict
-from cascade_cli.data.ntu import NTU60_CLASSES
-from cascade_cli.data.nucla import NUCLA_CLASSES, NUCLA_LAYOUTS
-from cascade_cli.data.penn import PENN_CLASSES
+from cascade_cli.data.registry import KnownDataset, known_dataset, paper_preset
 from cascade_cli.errors import UserError
-from cascade_cli.layouts import NTU25, PENN13, Layout
+from cascade_cli.layouts import Layout
 from cascade_cli.model import build_classifier, build_t1
 from cascade_cli.model.encoder import check_heads
 
@@ -57,23 +55,39 @@ PRETRAINED = "pretrained.safetensors"
 
 @dataclass(frozen=True)
 class OfficialDataset:
-    name: str  # our prepared dataset's name
+    """One released model's dataset: the release's own facts here, the dataset's facts from the registry."""
+    name: str  # the registry's (and our prepared dataset's) name
     protocol: str
-    preset: str  # cascade_cli/presets/table1/<preset>-<variant>.yaml holds its official pipeline and sizes
     hub: str  # the Hub folder is BEST_<hub>_<variant>
     prefix: str  # official file names are <prefix>_<role>.pt
     heads: int  # reference B.4; stored nowhere in the files
-    layout: Layout  # the joint order the released weights expect
-    class_names: list[str]
+    joint_order: str | None = None  # the registry joint order the released weights expect; None: the default
+
+    @property
+    def dataset(self) -> KnownDataset:
+        return known_dataset(self.name)
+
+    @property
+    def layout(self) -> Layout:
+        return self.dataset.joint_order(self.joint_order).layout if self.joint_order else self.dataset.layout
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.dataset.class_names
+
+    def preset(self, variant: str) -> str:
+        """The Table-1 preset holding this model's official pipeline and sizes."""
+        preset = paper_preset(self.name, self.protocol, variant)
+        if preset is None:  # a bug: every released model reproduces a Table-1 row
+            raise LookupError(f"the registry names no Table-1 preset for {self.name}/{self.protocol}")
+        return preset
 
 
 DATASETS = {
-    "penn_action": OfficialDataset("penn_action", "official", "penn_action", "PENN_ACTION", "Penn", 8, PENN13,
-                                   PENN_CLASSES),
-    "nw_ucla": OfficialDataset("nw_ucla", "cross_view", "n_ucla", "N_UCLA", "NUCLA", 8, NUCLA_LAYOUTS["official"],
-                               NUCLA_CLASSES),
-    "ntu60_xsub": OfficialDataset("ntu60", "xsub", "ntu60_xsub", "NTU_CS", "NTU", 16, NTU25, NTU60_CLASSES),
-    "ntu60_xview": OfficialDataset("ntu60", "xview", "ntu60_xview", "NTU_CV", "NTU", 8, NTU25, NTU60_CLASSES),
+    "penn_action": OfficialDataset("penn_action", "official", "PENN_ACTION", "Penn", 8),
+    "nw_ucla": OfficialDataset("nw_ucla", "cross_view", "N_UCLA", "NUCLA", 8, joint_order="official"),
+    "ntu60_xsub": OfficialDataset("ntu60", "xsub", "NTU_CS", "NTU", 16),
+    "ntu60_xview": OfficialDataset("ntu60", "xview", "NTU_CV", "NTU", 8),
 }
 # The widths of B.4 tell the NTU splits apart: 768 (1.2: 800) is CS, 512 (1.2: 600) is CV.
 NTU_SPLIT_BY_WIDTH = {768: "ntu60_xsub", 800: "ntu60_xsub", 512: "ntu60_xview", 600: "ntu60_xview"}
@@ -161,7 +175,7 @@ def convert_official(source_dir: str | Path, out_path: str | Path, *, dataset: s
     if finetuned:
         sizes |= _sniff_classifier(files, states, len(spec.class_names))
     sizes["t1_heads"] = heads or spec.heads
-    cfg = load_config(f"table1/{spec.preset}-{variant}")
+    cfg = load_config(spec.preset(variant))
     cfg.model = replace(cfg.model, **sizes, spatial_heads=0, t2_heads=0, fusion_heads=eval_cross_attn_heads or 0)
     num_joints = spec.layout.num_joints
     in_channels = spec.layout.coords

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from cascade_cli.data.format import open_dataset
-from cascade_cli.data.nucla import NUCLA_CLASSES, NUCLA_LAYOUTS, parse_nucla_file, prepare_nucla
+from cascade_cli.data.nucla import parse_nucla_file, prepare_nucla
+from cascade_cli.data.registry import NW_UCLA
 from cascade_cli.errors import UserError
 from cascade_cli.layouts import KINECT_V1_20
 from tests.conftest import shared_dataset
@@ -35,7 +36,7 @@ def test_full_nucla(nucla):
     assert sorted(w["file"].rsplit("/", 1)[1] for w in report["warnings"]) == ["a04_s01_e01_v01.json",
                                                                              "a04_s04_e02_v01.json"]
     assert all(w["message"] == "6 joint position(s) are exactly (0, 0, 0)" for w in report["warnings"])
-    assert ds.class_names == NUCLA_CLASSES and len(NUCLA_CLASSES) == 10
+    assert ds.class_names == list(NW_UCLA.class_names) and len(NW_UCLA.class_names) == 10
     assert ds.layout == KINECT_V1_20 and ds.persons == 1 and not ds.has_confidence
     train, test = ds.split_indices("cross_view", "train"), ds.split_indices("cross_view", "test")
     np.testing.assert_array_equal(np.bincount(ds.labels[train], minlength=10), TRAIN)
@@ -52,7 +53,7 @@ def test_full_nucla(nucla):
 
 def test_official_joint_order(nucla):
     all_sqe, _, _ = nucla
-    layout = NUCLA_LAYOUTS["official"]
+    layout = NW_UCLA.joint_order("official").layout
     assert layout.name == "kinect_v1_20_official"
     assert list(layout.joint_names) == [KINECT_V1_20.joint_names[j] for j in OFFICIAL]
     assert layout.joint_names[16:] == ("Spine", "ShoulderCenter", "HipCenter", "Head")
@@ -65,7 +66,7 @@ def test_official_joint_order(nucla):
                                       official.frames[:, :, c2] - official.frames[:, :, p2])
 
 
-def _write(folder, stem, skeletons=None, label=3, **fields):
+def write_clip_json(folder, stem, skeletons=None, label=3, **fields):
     T = 4
     skeletons = np.arange(T * 60, dtype=float).reshape(T, 20, 3).tolist() if skeletons is None else skeletons
     (folder / f"{stem}.json").write_text(json.dumps({"file_name": stem, "skeletons": skeletons, "label": label,
@@ -75,12 +76,12 @@ def _write(folder, stem, skeletons=None, label=3, **fields):
 def test_broken_files_are_rejected_with_reasons(tmp_path):
     folder = tmp_path / "all_sqe"
     folder.mkdir()
-    _write(folder, "a03_s01_e00_v01")
-    _write(folder, "a03_s02_e01_v03", skeletons=[[[0.0, 0.0, 0.0]] * 20])  # 1 frame, all joints zero
-    _write(folder, "a03_s03_e00_v01", label=11)
-    _write(folder, "a03_s04_e00_v01", skeletons=[[[1.0, 2.0, 3.0]] * 19])
-    _write(folder, "a03_s05_e00_v01", skeletons=[[[float("nan"), 0.0, 0.0]] * 20])
-    _write(folder, "clip_one")
+    write_clip_json(folder, "a03_s01_e00_v01")
+    write_clip_json(folder, "a03_s02_e01_v03", skeletons=[[[0.0, 0.0, 0.0]] * 20])  # 1 frame, all joints zero
+    write_clip_json(folder, "a03_s03_e00_v01", label=11)
+    write_clip_json(folder, "a03_s04_e00_v01", skeletons=[[[1.0, 2.0, 3.0]] * 19])
+    write_clip_json(folder, "a03_s05_e00_v01", skeletons=[[[float("nan"), 0.0, 0.0]] * 20])
+    write_clip_json(folder, "clip_one")
     (folder / "a03_s06_e00_v01.json").write_text('{"file_name": "a03_s06_e00_v01", "skeletons": [[')
     (folder / "a03_s07_e00_v01.json").write_text('{"file_name": "a03_s07_e00_v01", "label": 3}')
     report = prepare_nucla(tmp_path, tmp_path / "out", joint_order="official", workers=1)

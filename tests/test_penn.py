@@ -9,7 +9,8 @@ import pytest
 import scipy.io
 
 from cascade_cli.data.format import open_dataset
-from cascade_cli.data.penn import PENN_CLASSES, parse_penn_file, prepare_penn
+from cascade_cli.data.penn import parse_penn_file, prepare_penn
+from cascade_cli.data.registry import PENN_ACTION
 from cascade_cli.errors import UserError
 from tests.conftest import shared_dataset
 
@@ -33,7 +34,7 @@ def test_full_penn(penn):
     assert report["prepared"] == ds.num_clips == 2326
     assert report["rejected"] == [] and report["warnings"] == []
     assert report["protocols"]["official"]["train"] == 1258 and report["protocols"]["official"]["test"] == 1068
-    assert ds.class_names == PENN_CLASSES == CLASSES
+    assert ds.class_names == list(PENN_ACTION.class_names) == CLASSES
     assert ds.layout.name == "penn13" and ds.layout.coords == 2 and ds.persons == 1 and ds.has_confidence
     train, test = ds.split_indices("official", "train"), ds.split_indices("official", "test")
     np.testing.assert_array_equal(np.bincount(ds.labels[train], minlength=15), TRAIN)
@@ -61,7 +62,7 @@ def test_short_bbox_files_and_unsigned_dtypes(penn):
     assert ds.meta("camera")[i] == 0 and ds.meta("official_train")[i] in (1, -1)  # pose "back"
 
 
-def _write_mat(path, T=5, drop=(), **fields):
+def write_mat(path, T=5, drop=(), **fields):
     """A synthetic Penn-style .mat file with the dtypes of the real ones (bbox one row short)."""
     rng = np.random.default_rng(T)
     content = dict(action="squat", pose="left", x=rng.uniform(0, 480, (T, 13)).astype(np.uint16),
@@ -75,13 +76,13 @@ def _write_mat(path, T=5, drop=(), **fields):
 def test_broken_files_are_rejected_with_reasons(tmp_path):
     labels = tmp_path / "Penn_Action" / "labels"
     labels.mkdir(parents=True)
-    _write_mat(labels / "0001.mat")
-    _write_mat(labels / "0002.mat", T=1)  # squeeze_me turns (1, 13) into (13,)
-    _write_mat(labels / "0003.mat", drop=("x",))
-    _write_mat(labels / "0004.mat", visibility=np.ones((4, 13), np.uint8))
-    _write_mat(labels / "0005.mat", action="bowling")
-    _write_mat(labels / "0006.mat", y=np.full((5, 13), np.nan))
-    _write_mat(labels / "0007.mat", train=np.array([[0]], np.int32))
+    write_mat(labels / "0001.mat")
+    write_mat(labels / "0002.mat", T=1)  # squeeze_me turns (1, 13) into (13,)
+    write_mat(labels / "0003.mat", drop=("x",))
+    write_mat(labels / "0004.mat", visibility=np.ones((4, 13), np.uint8))
+    write_mat(labels / "0005.mat", action="bowling")
+    write_mat(labels / "0006.mat", y=np.full((5, 13), np.nan))
+    write_mat(labels / "0007.mat", train=np.array([[0]], np.int32))
     (labels / "0008.mat").write_bytes(b"not a mat file")
     report = prepare_penn(labels, tmp_path / "out", workers=1)  # the labels/ folder itself
 
@@ -95,7 +96,7 @@ def test_broken_files_are_rejected_with_reasons(tmp_path):
 
     ds = open_dataset(tmp_path / "out")
     assert list(ds.names) == ["0001", "0002"] and list(ds.lengths) == [5, 1]
-    assert ds.labels[0] == PENN_CLASSES.index("squat") and ds.meta("camera")[0] == 2
+    assert ds.labels[0] == PENN_ACTION.class_names.index("squat") and ds.meta("camera")[0] == 2
     assert ds.protocols["official"]["counts"] == {"train": 0, "test": 2}
     clip = parse_penn_file(str(labels / "0001.mat"))
     np.testing.assert_array_equal(ds.clip(0), clip.frames)

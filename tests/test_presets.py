@@ -12,22 +12,19 @@ import torch
 import yaml
 
 from cascade_cli.config import PRESETS_DIR, list_presets, load_config, preset_info
+from cascade_cli.data.registry import KNOWN_DATASETS, paper_preset
 from cascade_cli.data.representation import output_shape
-from cascade_cli.layouts import KINECT_V1_20, NTU25, PENN13
 from cascade_cli.model import build_classifier
 
 PAPER_TABLES = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "paper_tables.yaml"
 
-# dataset manifest name -> (layout, classes, protocols); Penn 13 x 2 / 15, N-UCLA 20 x 3 / 10, NTU 25 x 3 / 60
-DATASETS = {"penn_action": (PENN13, 15, {"official"}),
-            "nw_ucla": (KINECT_V1_20, 10, {"cross_view"}),
-            "ntu60": (NTU25, 60, {"xsub", "xview"})}
+# The registry's datasets with paper presets (Penn Action, N-UCLA, NTU60); tests/test_registry.py checks
+# their layouts, class counts and protocols.
+DATASETS = {name: dataset for name, dataset in KNOWN_DATASETS.items() if dataset.paper_presets}
 PENN_LONGEST_CLIP = 663  # frames; Penn clips are 18-663 frames long (reference B.8)
 
-TABLE1 = {f"table1/{stem}-{arm}": (dataset, protocol, arm)
-          for stem, dataset, protocol in [("penn_action", "penn_action", "official"),
-                                          ("n_ucla", "nw_ucla", "cross_view"),
-                                          ("ntu60_xsub", "ntu60", "xsub"), ("ntu60_xview", "ntu60", "xview")]
+TABLE1 = {paper_preset(name, protocol, arm): (name, protocol, arm)
+          for name, dataset in DATASETS.items() for protocol in dataset.paper_presets
           for arm in ("1.0", "1.1", "1.2")}
 
 # Total parameters (T1 without decoder + T2 + cross-attention + head), reference B.4.
@@ -113,7 +110,7 @@ def test_table_preset_info(name):
     assert all(isinstance(s, str) and s for s in info["reproduces"] + info["differs"])
     assert (PRESETS_DIR / f"{name}.yaml").read_text().startswith("# "), f"{name}: start with a header comment"
     cfg = config(name)
-    assert cfg.data.protocol in DATASETS[info["dataset"]][2]
+    assert cfg.data.protocol in DATASETS[info["dataset"]].protocols
     assert not cfg.data.path, "presets must not point at a dataset directory"
     assert cfg.finetune.select == "val", "never select on test: finetuning selects on validation"
     assert cfg.data.val_fraction > 0
@@ -169,10 +166,11 @@ def test_table1_recipe(name):
 
 def count_parameters(name: str) -> int:
     info, cfg = info_of(name), config(name)
-    layout, classes, _ = DATASETS[info["dataset"]]
+    dataset = DATASETS[info["dataset"]]
+    layout = dataset.layout
     J, C = output_shape(cfg.data.representation, layout.num_joints, len(layout.bones), layout.coords)
     with torch.device("meta"):
-        model = build_classifier(cfg.model, J, C, classes)
+        model = build_classifier(cfg.model, J, C, dataset.num_classes)
     return sum(p.numel() for p in model.parameters())
 
 

@@ -27,49 +27,12 @@ import numpy as np
 from cascade_cli.atomic import atomic_path
 from cascade_cli.data.format import open_dataset
 from cascade_cli.data.prepare import PrepareSpec, RawClip, Rejected, prepare
+from cascade_cli.data.registry import known_dataset
 from cascade_cli.errors import UserError
-from cascade_cli.layouts import NTU25
 from cascade_cli.progress import Reporter
 
-# Official class names (NTU-off README "Action Classes", current wording); A1..A60 are NTU60.
-NTU60_CLASSES = [
-    "drink water", "eat meal/snack", "brushing teeth", "brushing hair", "drop", "pickup", "throw",
-    "sitting down", "standing up (from sitting position)", "clapping", "reading", "writing", "tear up paper",
-    "wear jacket", "take off jacket", "wear a shoe", "take off a shoe", "wear on glasses", "take off glasses",
-    "put on a hat/cap", "take off a hat/cap", "cheer up", "hand waving", "kicking something",
-    "reach into pocket", "hopping (one foot jumping)", "jump up", "make a phone call/answer phone",
-    "playing with phone/tablet", "typing on a keyboard", "pointing to something with finger",
-    "taking a selfie", "check time (from watch)", "rub two hands together", "nod head/bow", "shake head",
-    "wipe face", "salute", "put the palms together", "cross hands in front (say stop)", "sneeze/cough",
-    "staggering", "falling", "touch head (headache)", "touch chest (stomachache/heart pain)",
-    "touch back (backache)", "touch neck (neckache)", "nausea or vomiting condition",
-    "use a fan (with hand or paper)/feeling warm", "punching/slapping other person", "kicking other person",
-    "pushing other person", "pat on back of other person", "point finger at the other person",
-    "hugging other person", "giving something to other person", "touch other person's pocket",
-    "handshaking", "walking towards each other", "walking apart from each other",
-]
-NTU120_CLASSES = NTU60_CLASSES + [
-    "put on headphone", "take off headphone", "shoot at the basket", "bounce ball", "tennis bat swing",
-    "juggling table tennis balls", "hush (quite)", "flick hair", "thumb up", "thumb down", "make ok sign",
-    "make victory sign", "staple book", "counting money", "cutting nails", "cutting paper (using scissors)",
-    "snapping fingers", "open bottle", "sniff (smell)", "squat down", "toss a coin", "fold paper",
-    "ball up paper", "play magic cube", "apply cream on face", "apply cream on hand back", "put on bag",
-    "take off bag", "put something into a bag", "take something out of a bag", "open a box",
-    "move heavy objects", "shake fist", "throw up cap/hat", "hands up (both hands)", "cross arms",
-    "arm circles", "arm swings", "running on the spot", "butt kicks (kick backward)", "cross toe touch",
-    "side kick", "yawn", "stretch oneself", "blow nose", "hit other person with something",
-    "wield knife towards other person", "knock over other person (hit with body)", "grab other person's stuff",
-    "shoot at other person with a gun", "step on foot", "high-five", "cheers and drink",
-    "carry something with other person", "take a photo of other person", "follow other person",
-    "whisper in other person's ear", "exchange things with other person",
-    "support somebody with one's hand (someone is sick, help him to walk)",
-    "finger-guessing game (playing rock-paper-scissors)",
-]
-CLASS_NAMES = {"ntu60": NTU60_CLASSES, "ntu120": NTU120_CLASSES}
 MAX_SETUP = {"ntu60": 17, "ntu120": 32}
 MAX_SUBJECT = {"ntu60": 40, "ntu120": 106}
-# Two-person (mutual) actions, 1-based; only used to warn when denoising kept the wrong number of actors.
-MUTUAL_ACTIONS = frozenset(range(50, 61)) | frozenset(range(106, 121))
 # Cross-subject training performers (CTR get_indices; NTU120 extends the NTU60 list).
 TRAIN_SUBJECTS_60 = (1, 2, 4, 5, 8, 9, 13, 14, 15, 16, 17, 18, 19, 25, 27, 28, 31, 34, 35, 38)
 TRAIN_SUBJECTS = {"ntu60": TRAIN_SUBJECTS_60,
@@ -88,8 +51,8 @@ CTR_FRAMES = 300  # the pad width of CTR's arrays: the longest NTU sample
 
 
 def _check_version(version: str) -> None:
-    if version not in CLASS_NAMES:
-        raise UserError(f"unknown NTU version {version!r}; choose one of {', '.join(CLASS_NAMES)}")
+    if version not in MAX_SETUP:
+        raise UserError(f"unknown NTU version {version!r}; choose one of {', '.join(MAX_SETUP)}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -299,8 +262,9 @@ def parse_ntu_file(path: str, version: str = "ntu60") -> RawClip:
     if not match:
         raise Rejected("file name does not match SsssCcccPpppRrrrAaaa.skeleton")
     setup, camera, subject, replication, action = map(int, match.groups())
-    if not 1 <= action <= len(CLASS_NAMES[version]):
-        raise Rejected(f"action A{action:03d} is not one of the {len(CLASS_NAMES[version])} {version} classes")
+    dataset = known_dataset(version)
+    if not 1 <= action <= dataset.num_classes:
+        raise Rejected(f"action A{action:03d} is not one of the {dataset.num_classes} {version} classes")
     raw = parse_skeleton(path)
     joints, info = denoise(raw)
     joints = translate(joints)
@@ -309,7 +273,8 @@ def parse_ntu_file(path: str, version: str = "ntu60") -> RawClip:
         warnings.append(f"dropped {len(raw.dropped_frames)} frames with 0 bodies")
     if info["removed_frames"]:
         warnings.append(f"removed {info['removed_frames']} frames in which no kept body appears")
-    actors, expected = joints.shape[1] // ACTOR, 2 if action in MUTUAL_ACTIONS else 1
+    # The two-person classes only serve to warn when denoising kept the wrong number of actors.
+    actors, expected = joints.shape[1] // ACTOR, 2 if action - 1 in dataset.two_person_classes else 1
     if actors != expected:
         warnings.append(f"denoising kept {actors} actor(s) for a {expected}-person action")
     return RawClip(frames=joints.reshape(len(joints), actors, JOINTS, 3), label=action - 1, name=match.group(0),
@@ -346,18 +311,14 @@ def ntu_protocols(version: str, meta: dict[str, np.ndarray]) -> dict[str, tuple[
     def split(train: np.ndarray, test: np.ndarray) -> np.ndarray:
         return np.where(train, 0, np.where(test, 1, -1)).astype(np.int8)
 
-    train_subjects = TRAIN_SUBJECTS[version]
-    protocols = {"xsub": (
-        f"cross-subject: performers {', '.join(map(str, train_subjects))} train, the other performers of "
-        f"1-{MAX_SUBJECT[version]} test",
-        split(np.isin(subject, train_subjects), (subject >= 1) & (subject <= MAX_SUBJECT[version])))}
+    descriptions = known_dataset(version).protocols
+    protocols = {"xsub": (descriptions["xsub"], split(np.isin(subject, TRAIN_SUBJECTS[version]),
+                                                      (subject >= 1) & (subject <= MAX_SUBJECT[version])))}
     if version == "ntu60":
-        protocols["xview"] = ("cross-view: cameras 2 and 3 train, camera 1 test",
-                              split(np.isin(camera, (2, 3)), camera == 1))
+        protocols["xview"] = (descriptions["xview"], split(np.isin(camera, (2, 3)), camera == 1))
     else:
         in_range = (setup >= 1) & (setup <= MAX_SETUP[version])
-        protocols["xset"] = (f"cross-setup: even setups train, odd setups test (1-{MAX_SETUP[version]})",
-                             split(in_range & (setup % 2 == 0), in_range & (setup % 2 == 1)))
+        protocols["xset"] = (descriptions["xset"], split(in_range & (setup % 2 == 0), in_range & (setup % 2 == 1)))
     return protocols
 
 
@@ -434,8 +395,8 @@ def prepare_ntu(raw_dir: str | Path, out_dir: str | Path, version: str = "ntu60"
         else:
             sources.append(str(file))
         seen.setdefault(file.name, file)
-    spec = PrepareSpec(name=version, layout=NTU25, persons=2, class_names=CLASS_NAMES[version],
-                       protocols=partial(ntu_protocols, version), extra_fields={"replication": np.int32})
+    spec = PrepareSpec.for_dataset(known_dataset(version), partial(ntu_protocols, version),
+                                   extra_fields={"replication": np.int32})
     finalize = partial(export_ctr_npz, dest=export_npz, version=version) if export_npz is not None else None
     return prepare(spec, sources, partial(parse_ntu_file, version=version), out_dir, raw_dir=str(raw_dir),
                    workers=workers, strict=strict, overwrite=overwrite, skipped=skipped, reporter=reporter,

@@ -15,23 +15,15 @@ import numpy as np
 
 from cascade_cli.data.prepare import PrepareSpec, RawClip, Rejected, prepare
 from cascade_cli.data.readers import as_float, load_json, source_files
-from cascade_cli.errors import UserError
-from cascade_cli.layouts import KINECT_V1_20
+from cascade_cli.data.registry import NW_UCLA
 
-# JSON label 1..10 in this order; action ids a07 and a10 do not occur in the data.
-NUCLA_CLASSES = ["pick up with one hand", "pick up with two hands", "drop trash", "walk around", "sit down",
-                 "stand up", "donning", "doffing", "throw", "carry"]
+# The action id (aAA of the file name) of JSON labels 1..10; ids a07 and a10 do not occur in the data.
 NUCLA_ACTION_IDS = (1, 2, 3, 4, 5, 6, 8, 9, 11, 12)
 NAME = re.compile(r"a(\d\d)_s(\d\d)_e(\d\d)_v(\d\d)")
-# "official" is SkateFormer's "partition" order (left arm, right arm, left leg, right leg, then Spine,
-# ShoulderCenter, HipCenter, Head): the joint order of every released N-UCLA CascadeFormer checkpoint.
-JOINT_ORDERS = {"kinect": tuple(range(20)), "official": (*range(4, 20), 1, 2, 0, 3)}
-NUCLA_LAYOUTS = {"kinect": KINECT_V1_20,
-                 "official": KINECT_V1_20.reordered(JOINT_ORDERS["official"], name="kinect_v1_20_official")}
 
 
 def parse_nucla_file(path: str, joint_order: str = "kinect") -> RawClip:
-    """joint_order: "kinect" (Kinect v1 order, as in the files) or "official" (see JOINT_ORDERS)."""
+    """joint_order: "kinect" (Kinect v1 order, as in the files) or "official" (see the registry's NW_UCLA)."""
     stem = Path(path).stem
     if not (match := NAME.fullmatch(stem)):
         raise Rejected("file name does not match aAA_sSS_eEE_vVV")
@@ -42,10 +34,10 @@ def parse_nucla_file(path: str, joint_order: str = "kinect") -> RawClip:
     if missing := {"file_name", "skeletons", "label"} - set(data):
         raise Rejected(f"missing key(s) {', '.join(sorted(missing))}")
     label = data["label"]
-    if type(label) is not int or not 1 <= label <= len(NUCLA_CLASSES):
-        raise Rejected(f"label {label!r} is not an integer in 1..{len(NUCLA_CLASSES)}")
+    if type(label) is not int or not 1 <= label <= NW_UCLA.num_classes:
+        raise Rejected(f"label {label!r} is not an integer in 1..{NW_UCLA.num_classes}")
     joints = as_float(data["skeletons"], "skeletons")  # (T, 20, 3)
-    if joints.ndim != 3 or joints.shape[0] < 1 or joints.shape[1:] != (KINECT_V1_20.num_joints, 3):
+    if joints.ndim != 3 or joints.shape[0] < 1 or joints.shape[1:] != (NW_UCLA.layout.num_joints, 3):
         raise Rejected(f"skeletons of shape {joints.shape}, expected [T >= 1][20][3]")
 
     warnings = []
@@ -55,23 +47,21 @@ def parse_nucla_file(path: str, joint_order: str = "kinect") -> RawClip:
         warnings.append(f"label {label} does not match action id a{action:02d}; used the label")
     if zeros := int((joints == 0).all(axis=-1).sum()):
         warnings.append(f"{zeros} joint position(s) are exactly (0, 0, 0)")
-    return RawClip(frames=joints[:, None, list(JOINT_ORDERS[joint_order])].astype(np.float32),  # (T, 1, 20, 3)
+    source_joints = list(NW_UCLA.joint_order(joint_order).source)
+    return RawClip(frames=joints[:, None, source_joints].astype(np.float32),  # (T, 1, 20, 3)
                    label=label - 1, name=stem, subject=subject, camera=view, setup=repetition, warnings=warnings)
 
 
 def _cross_view(meta: dict[str, np.ndarray]) -> dict[str, tuple[str, np.ndarray]]:
     view = meta["camera"]
     membership = np.select([np.isin(view, (1, 2)), view == 3], [0, 1], -1).astype(np.int8)
-    return {"cross_view": ("train on views 1 and 2, test on view 3 (1,020 / 464 on the full set)", membership)}
+    return {"cross_view": (NW_UCLA.protocols["cross_view"], membership)}
 
 
 def prepare_nucla(raw_dir: str | Path, out_dir: str | Path, *, joint_order: str = "kinect",
                   workers: int | None = None, strict: bool = False, overwrite: bool = False, reporter=None) -> dict:
     """raw_dir: the folder holding all_sqe/, or all_sqe/ itself."""
-    if joint_order not in NUCLA_LAYOUTS:
-        raise UserError(f"unknown N-UCLA joint order '{joint_order}'; choose {' or '.join(NUCLA_LAYOUTS)}")
-    spec = PrepareSpec(name="nw_ucla", layout=NUCLA_LAYOUTS[joint_order], persons=1, class_names=NUCLA_CLASSES,
-                       protocols=_cross_view)
+    spec = PrepareSpec.for_dataset(NW_UCLA, _cross_view, layout=NW_UCLA.joint_order(joint_order).layout)
     return prepare(spec, source_files(raw_dir, (".json",), "all_sqe"),
                    functools.partial(parse_nucla_file, joint_order=joint_order), out_dir, raw_dir=str(raw_dir),
                    workers=workers, strict=strict, overwrite=overwrite, reporter=reporter)

@@ -14,13 +14,8 @@ import scipy.io
 
 from cascade_cli.data.prepare import PrepareSpec, RawClip, Rejected, prepare
 from cascade_cli.data.readers import as_float, source_files
-from cascade_cli.layouts import PENN13
+from cascade_cli.data.registry import PENN_ACTION
 
-# The `action` strings of the .mat files; alphabetical = file order = CascadeFormer's label index.
-PENN_CLASSES = [
-    "baseball_pitch", "baseball_swing", "bench_press", "bowl", "clean_and_jerk", "golf_swing", "jump_rope",
-    "jumping_jacks", "pullup", "pushup", "situp", "squat", "strum_guitar", "tennis_forehand", "tennis_serve",
-]
 PENN_VIEWS = ("back", "front", "left", "right")  # the `pose` field, stored as the clip's camera 0..3
 FIELDS = ("action", "x", "y", "visibility", "train", "dimensions", "nframes")
 
@@ -43,14 +38,14 @@ def parse_penn_file(path: str) -> RawClip:
     T = _scalar(mat["nframes"], "nframes")
     # squeeze_me turns a 1-frame (1, 13) array into (13,); atleast_2d undoes that.
     x, y, visibility = (np.atleast_2d(as_float(mat[key], key)) for key in ("x", "y", "visibility"))  # (T, 13)
-    J = PENN13.num_joints
+    J = PENN_ACTION.layout.num_joints
     for key, array in (("x", x), ("y", y), ("visibility", visibility)):
         if array.shape != (T, J):
             raise Rejected(f"'{key}' has shape {array.shape}, expected (nframes={T}, {J})")
     if not np.isin(visibility, (0, 1)).all():
         raise Rejected("'visibility' holds values other than 0 and 1")
     action = str(mat["action"])
-    if action not in PENN_CLASSES:
+    if action not in PENN_ACTION.class_names:
         raise Rejected(f"unknown action '{action}'")
     train = _scalar(mat["train"], "train")
     if train not in (1, -1):
@@ -68,7 +63,7 @@ def parse_penn_file(path: str) -> RawClip:
         warnings.append(f"unknown pose '{pose}'; camera set to -1")
     return RawClip(
         frames=np.stack([x, y], axis=-1)[:, None].astype(np.float32),  # (T, 1, 13, 2)
-        label=PENN_CLASSES.index(action), name=Path(path).stem,
+        label=PENN_ACTION.class_names.index(action), name=Path(path).stem,
         camera=PENN_VIEWS.index(pose) if pose in PENN_VIEWS else -1,
         confidence=visibility[:, None].astype(np.float32),  # (T, 1, 13)
         extra={"width": width, "height": height, "official_train": train}, warnings=warnings)
@@ -76,15 +71,13 @@ def parse_penn_file(path: str) -> RawClip:
 
 def _official_protocol(meta: dict[str, np.ndarray]) -> dict[str, tuple[str, np.ndarray]]:
     membership = np.where(meta["official_train"] == 1, 0, 1).astype(np.int8)
-    return {"official": ("the official train flag of each file (1,258 train / 1,068 test on the full set)",
-                         membership)}
+    return {"official": (PENN_ACTION.protocols["official"], membership)}
 
 
 def prepare_penn(raw_dir: str | Path, out_dir: str | Path, *, workers: int | None = None, strict: bool = False,
                  overwrite: bool = False, reporter=None) -> dict:
     """raw_dir: the Penn_Action root (holding labels/) or the labels/ folder itself."""
-    spec = PrepareSpec(name="penn_action", layout=PENN13, persons=1, class_names=PENN_CLASSES,
-                       protocols=_official_protocol, confidence=True,
-                       extra_fields={"width": np.int32, "height": np.int32, "official_train": np.int8})
+    spec = PrepareSpec.for_dataset(PENN_ACTION, _official_protocol,
+                                   extra_fields={"width": np.int32, "height": np.int32, "official_train": np.int8})
     return prepare(spec, source_files(raw_dir, (".mat",), "labels"), parse_penn_file, out_dir, raw_dir=str(raw_dir),
                    workers=workers, strict=strict, overwrite=overwrite, reporter=reporter)

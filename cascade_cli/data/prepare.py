@@ -28,6 +28,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from cascade_cli.data.format import DatasetWriter
+from cascade_cli.data.registry import KnownDataset
 from cascade_cli.errors import UserError
 from cascade_cli.layouts import Layout
 from cascade_cli.progress import Reporter
@@ -53,17 +54,29 @@ class RawClip:
     warnings: list[str] = field(default_factory=list)  # problems that did not stop the clip
 
 
+# Per-clip metadata of the accepted clips (name, label, subject, camera, setup, extras), in order
+# -> {protocol: (description, membership)}, membership 0 train / 1 test / -1 unused per clip.
+Protocols = Callable[[dict[str, np.ndarray]], dict[str, tuple[str, np.ndarray]]]
+
+
 @dataclass
 class PrepareSpec:
     name: str
     layout: Layout
     persons: int
     class_names: list[str]
-    # Per-clip metadata of the accepted clips (name, label, subject, camera, setup, extras), in order
-    # -> {protocol: (description, membership)}, membership 0 train / 1 test / -1 unused per clip.
-    protocols: Callable[[dict[str, np.ndarray]], dict[str, tuple[str, np.ndarray]]]
+    protocols: Protocols
     confidence: bool = False
     extra_fields: dict[str, type] = field(default_factory=dict)
+
+    @classmethod
+    def for_dataset(cls, dataset: KnownDataset, protocols: Protocols, *, layout: Layout | None = None,
+                    extra_fields: dict[str, type] | None = None) -> PrepareSpec:
+        """The spec of a registered dataset: name, persons, classes and confidence from the registry;
+        `layout` when the converter writes another joint order than the registry's default."""
+        return cls(name=dataset.name, layout=layout or dataset.layout, persons=dataset.persons,
+                   class_names=list(dataset.class_names), protocols=protocols, confidence=dataset.confidence,
+                   extra_fields=extra_fields or {})
 
 
 # ----------------------------------------------------------------------------------------------

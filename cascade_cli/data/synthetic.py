@@ -20,14 +20,15 @@ from typing import Callable
 import numpy as np
 
 from cascade_cli.data.format import DatasetWriter
+from cascade_cli.data.registry import SYNTHETIC
 from cascade_cli.errors import UserError
-from cascade_cli.layouts import NTU25
 
 FPS = 30
 NUM_SUBJECTS = 20
 DEFAULT_CLIPS_PER_CLASS = 50
 CAMERA_YAWS = {1: -np.pi / 4, 2: 0.0, 3: np.pi / 4}
-J = {name: i for i, name in enumerate(NTU25.joint_names)}
+SKELETON = SYNTHETIC.layout  # NTU's 25 joints: the animations below name them
+J = {name: i for i, name in enumerate(SKELETON.joint_names)}
 FEET = [J["AnkleLeft"], J["FootLeft"], J["AnkleRight"], J["FootRight"]]
 
 
@@ -38,7 +39,7 @@ def _rest_pose() -> np.ndarray:
     left = {"Shoulder": (0.18, 1.42, 0), "Elbow": (0.21, 1.14, 0.02), "Wrist": (0.22, 0.89, 0),
             "Hand": (0.22, 0.82, -0.01), "Thumb": (0.19, 0.79, -0.04), "HandTip": (0.22, 0.73, -0.01),
             "Hip": (0.09, 0.92, 0), "Knee": (0.1, 0.5, 0), "Ankle": (0.1, 0.08, 0.02), "Foot": (0.1, 0.02, -0.12)}
-    pose = np.zeros((NTU25.num_joints, 3))
+    pose = np.zeros((SKELETON.num_joints, 3))
     for name, xyz in centre.items():
         pose[J[name]] = xyz
     for name, (x, y, z) in left.items():
@@ -50,11 +51,11 @@ def _rest_pose() -> np.ndarray:
 def _kinematic_tree(root: int = J["SpineBase"]) -> tuple[np.ndarray, list[int]]:
     """Parents when NTU's bone graph hangs from the pelvis (CTR-GCN roots it at the chest, but a body
     moves from its hips), and a joint order that visits every parent before its children."""
-    neighbours: dict[int, list[int]] = {j: [] for j in range(NTU25.num_joints)}
-    for a, b in NTU25.bones:
+    neighbours: dict[int, list[int]] = {j: [] for j in range(SKELETON.num_joints)}
+    for a, b in SKELETON.bones:
         neighbours[a].append(b)
         neighbours[b].append(a)
-    parent = np.full(NTU25.num_joints, -1)
+    parent = np.full(SKELETON.num_joints, -1)
     order = [root]
     for j in order:  # breadth-first; `order` grows while it is walked
         for k in neighbours[j]:
@@ -215,7 +216,8 @@ def handshake(s: np.ndarray, amp: float, rng: np.random.Generator) -> list[Motio
 
 
 Action = Callable[[np.ndarray, float, np.random.Generator], "Motion | list[Motion]"]
-ACTIONS: dict[str, tuple[Action, float]] = {  # name -> (animation, seconds at tempo 1)
+# Class name (the registry's SYNTHETIC.class_names, whose order fixes the labels) -> (animation, seconds at tempo 1).
+ACTIONS: dict[str, tuple[Action, float]] = {
     "wave": (wave, 2.4), "arm_raise": (arm_raise, 2.2), "clap": (clap, 2.0), "squat": (squat, 2.4),
     "jump": (jump, 1.6), "kick": (kick, 1.6), "bow": (bow, 2.4), "turn_around": (turn_around, 2.0),
     "walk": (walk, 2.6), "handshake": (handshake, 2.6),
@@ -236,7 +238,7 @@ class Body:
 
 def _body(seed: int, subject: int) -> Body:
     rng = np.random.default_rng([seed, 0, subject])
-    scale = np.full(NTU25.num_joints, rng.uniform(0.88, 1.12))
+    scale = np.full(SKELETON.num_joints, rng.uniform(0.88, 1.12))
     for limb, spread in (("Elbow Wrist Hand Thumb HandTip", 0.08), ("Knee Ankle Foot", 0.07),
                          ("Shoulder", 0.12)):
         factor = rng.uniform(1 - spread, 1 + spread)
@@ -249,8 +251,8 @@ def _pose(motion: Motion, bones: np.ndarray) -> np.ndarray:
     """Forward kinematics: [T, 25, 3] joint positions in the scene, feet on the floor."""
     T = len(motion.heading)
     local = {J[name]: r for name, r in motion.rotations.items()}
-    world = np.zeros((T, NTU25.num_joints, 3, 3))
-    pos = np.zeros((T, NTU25.num_joints, 3))
+    world = np.zeros((T, SKELETON.num_joints, 3, 3))
+    pos = np.zeros((T, SKELETON.num_joints, 3))
     for j in ORDER:
         if PARENT[j] < 0:
             world[:, j] = _rot("y", motion.heading)
@@ -265,7 +267,7 @@ def _pose(motion: Motion, bones: np.ndarray) -> np.ndarray:
 
 def _clip(seed: int, label: int, index: int, subject: int, camera: int) -> np.ndarray:
     """One clip, [T, persons, 25, 3] float32 in camera space."""
-    action, seconds = list(ACTIONS.values())[label]
+    action, seconds = ACTIONS[SYNTHETIC.class_names[label]]
     rng = np.random.default_rng([seed, 1, label, index])
     body = _body(seed, subject)
     tempo = body.tempo * rng.uniform(0.75, 1.35)
@@ -299,14 +301,14 @@ def make_synthetic(out_dir: str | Path, clips_per_class: int = DEFAULT_CLIPS_PER
     if clips_per_class < 1:
         raise UserError(f"clips per class must be at least 1, got {clips_per_class}")
     subjects = []
-    with DatasetWriter(out_dir, name="synthetic", layout=NTU25, persons=2, class_names=list(ACTIONS),
+    with DatasetWriter(out_dir, name=SYNTHETIC.name, layout=SYNTHETIC.layout, persons=SYNTHETIC.persons,
+                       class_names=SYNTHETIC.class_names, confidence=SYNTHETIC.confidence,
                        overwrite=overwrite) as writer:
-        for label, name in enumerate(ACTIONS):
+        for label, name in enumerate(SYNTHETIC.class_names):
             for i in range(clips_per_class):
                 subject, camera = 1 + (i + label) % NUM_SUBJECTS, 1 + i % 3
                 writer.add_clip(_clip(seed, label, i, subject, camera), label,
                                 f"{name}_{i:03d}_P{subject:02d}C{camera}", subject=subject, camera=camera)
                 subjects.append(subject)
-        writer.set_protocol("xsub", "cross-subject: odd subject ids (1, 3, ..., 19) train, even ids test",
-                            np.array(subjects) % 2 == 0)
+        writer.set_protocol("xsub", SYNTHETIC.protocols["xsub"], np.array(subjects) % 2 == 0)
     return Path(out_dir)
