@@ -150,3 +150,47 @@ def test_error_text_with_brackets_is_printed_verbatim(tmp_path):
     result = invoke("evaluate", odd)
     assert result.exit_code == 2
     assert "[bold]runs: no such run directory or checkpoint file" in result.output
+
+
+def choice_lists():
+    """Per command, the choice lists its --help must show, in the metavar form Typer gives an enum."""
+    from cascade_cli.ablate import STUDIES
+    from cascade_cli.data.nucla import NUCLA_LAYOUTS
+    from cascade_cli.layouts import LAYOUTS
+    from cascade_cli.official import DATASETS, VARIANTS
+
+    return {"prepare nucla": [NUCLA_LAYOUTS], "prepare custom": [LAYOUTS], "evaluate": [("test", "val", "train")],
+            "download": [VARIANTS, DATASETS], "convert": [VARIANTS, DATASETS], "ablate": [STUDIES, ("quick", "paper")]}
+
+
+@pytest.mark.parametrize("command", ["prepare nucla", "prepare custom", "evaluate", "download", "convert", "ablate"])
+def test_help_lists_the_choices(command, monkeypatch):
+    # The help texts name the choices in prose too: the "a|b" form proves the option itself knows them.
+    monkeypatch.setenv("COLUMNS", "250")  # no wrapping inside a long choice list
+    result = invoke(*command.split(), "--help")
+    assert result.exit_code == 0, result.output
+    for choices in choice_lists()[command]:
+        assert "|".join(choices) in result.output
+
+
+def test_wrong_choice_is_a_usage_error_naming_the_choices():
+    # A real subprocess: Typer's own message, exit code 2, and no traceback.
+    proc = subprocess.run([sys.executable, "-m", "cascade_cli", "evaluate", "RUN", "--split", "dev"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert "'dev'" in proc.stderr and all(f"'{split}'" in proc.stderr for split in ("test", "val", "train"))
+
+
+@pytest.mark.parametrize("args, wrong", [
+    (["prepare", "nucla", "--raw-dir", "raw", "--out", "out", "--joint-order", "skateformer"], "skateformer"),
+    (["prepare", "custom", "--clips", "c", "--labels", "l.csv", "--out", "out", "--layout", "coco18"], "coco18"),
+    (["download", "--dataset", "ucla"], "ucla"),
+    (["convert", "src", "--out", "out", "--variant", "2.0"], "2.0"),
+    (["ablate", "depth"], "depth"),
+    (["ablate", "decoder", "--budget", "large"], "large"),
+])
+def test_wrong_choices_are_rejected_before_any_work(args, wrong):
+    result = invoke(*args)
+    assert result.exit_code == 2, result.output
+    assert f"'{wrong}' is not one of" in result.output

@@ -1,0 +1,115 @@
+"""`cascade evaluate` and `cascade predict`: what a finetuned model does on a split or on raw files."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from cascade_cli.cli.common import DeviceOpt, GpuOpt, QuietOpt, device_of, handles_user_errors, print_report
+
+
+class Split(str, Enum):
+    """The splits `evaluate` can score: the test split, or the two halves the training split was carved into."""
+
+    test = "test"
+    val = "val"
+    train = "train"
+
+
+@handles_user_errors
+def evaluate(
+    checkpoints: List[str] = typer.Argument(..., help="Finetuning run directory (uses checkpoints/best.safetensors) "
+                                                      "or checkpoint file; several (e.g. seeds) give mean ± std."),
+    data: Optional[str] = typer.Option(None, "--data", "-d", help="Prepared dataset \\[default: the one trained on]."),
+    split: Split = typer.Option(Split.test, "--split", help="test, or val/train to inspect the training side."),
+    breakdown: bool = typer.Option(False, "--per-class-breakdown", help="Per-class table, confusion matrix (CSV "
+                                   "and PNG) and, for NTU, the single- vs two-person breakdown."),
+    clips: int = typer.Option(1, "--clips", min=1, help="Average the logits of K deterministic temporal views per clip."),
+    save_scores: bool = typer.Option(False, "--save-scores", help="Save per-clip logits, labels and predictions "
+                                     "(eval_<split>_scores.npz) for ensembling."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Report JSON path \\[default: RUN_DIR/eval_<split>.json; "
+                                       "with several runs, the mean ± std report]."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Evaluation batch size "
+                                                                               "\\[default: the run's eval_batch_size]."),
+    gpu: Optional[int] = GpuOpt, device: Optional[str] = DeviceOpt, quiet: bool = QuietOpt,
+) -> None:
+    """Top-1, top-5 and class-mean accuracy of a finetuned model on the test split, as tables and JSON.
+
+    Results do not depend on batch size or order: padded frames are masked everywhere.
+
+    Example:  cascade evaluate runs/ft --per-class-breakdown
+              cascade evaluate runs/ft-seed1 runs/ft-seed2 runs/ft-seed3
+    """
+    import json
+
+    from cascade_cli.atomic import write_text
+    from cascade_cli.evaluate import aggregate_reports
+    from cascade_cli.evaluate import evaluate as run_evaluate
+
+    dev = device_of(gpu, device)
+    several = len(checkpoints) > 1
+    reports = [run_evaluate(c, data_path=data, split=split.value, device=dev, batch_size=batch_size,
+                            out=None if several else out, breakdown=breakdown, clips=clips, save_scores=save_scores)
+               for c in checkpoints]
+    console = Console()
+    if several:
+        summary = aggregate_reports(reports)
+        if out:
+            write_text(out, json.dumps(summary, indent=2) + "\n")
+        if quiet:
+            typer.echo(f"top1 {100 * summary['top1']['mean']:.2f} ± {100 * summary['top1']['std']:.2f}")
+            return
+        grid = Table(title=f"{summary['dataset']} / {summary['protocol']} / {summary['split']}: "
+                           f"{summary['runs']} runs, mean ± std")
+        grid.add_column("metric")
+        grid.add_column("value", justify="right")
+        for metric in ("top1", "top5", "macro"):
+            grid.add_row(metric, f"{100 * summary[metric]['mean']:.2f} ± {100 * summary[metric]['std']:.2f} %")
+        console.print(grid)
+        return
+    report = reports[0]
+    if quiet:
+        typer.echo(f"top1 {100 * report['top1']:.2f}  top5 {100 * report['top5']:.2f}  macro {100 * report['macro']:.2f}")
+        return
+    print_report(report, console)
+
+
+@handles_user_errors
+def predict(
+    checkpoint: str = typer.Argument(..., help="Finetuning run directory, checkpoint file, or converted official checkpoint."),
+    inputs: List[Path] = typer.Argument(..., help=".skeleton, .npy ((T,J,C) one clip, (B,T,J,C) a batch), .npz "
+                                                  "(data [+ lengths]) or .json files."),
+    top_k: int = typer.Option(5, "--top-k", "-k", min=1, help="How many classes to show per clip."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON: per clip the top-k, all probabilities and logits."),
+    raw: bool = typer.Option(False, "--raw", help="Feed the arrays to the model exactly as given: no person "
+                             "selection, resampling, centring or normalisation (debugging, parity checks)."),
+    image_size: Optional[tuple[float, float]] = typer.Option(None, "--image-size", metavar="W H",
+                                                             help="Image width and height, for models that "
+                                                                  "normalise pixels by image size (Penn Action)."),
+    gpu: Optional[int] = GpuOpt, device: Optional[str] = DeviceOpt,
+) -> None:
+    """Classify raw skeleton files with a trained model, through the model's own preprocessing.
+
+    Example:  cascade predict runs/ft S001C001P001R001A001.skeleton my_clip.npy --top-k 3
+    """
+    import json
+
+    from cascade_cli.predict import predict as run_predict
+
+    results = run_predict(checkpoint, inputs, top_k=top_k, raw=raw, device=device_of(gpu, device), image_size=image_size)
+    if as_json:
+        typer.echo(json.dumps(results, indent=2))
+        return
+    grid = Table(title=f"predictions ({len(results)} clip(s))")
+    grid.add_column("input")
+    for rank in range(1, min(top_k, len(results[0]["top"])) + 1):
+        grid.add_column(f"#{rank}")
+    for r in results:
+        grid.add_row(escape(Path(r["input"]).name), *(f"{escape(t['class'])} ({100 * t['prob']:.1f} %)" for t in r["top"]))
+    Console().print(grid)
