@@ -26,7 +26,9 @@ from cascade_cli.data.penn import prepare_penn
 from cascade_cli.data.sampler import LengthBucketSampler, padding_ratio
 from cascade_cli.model import build_classifier, padding_mask
 from cascade_cli.progress import Reporter
-from cascade_cli.train import autocast_dtype, training_splits
+from cascade_cli.data.splits import run_splits
+from cascade_cli.runtime import autocast_dtype
+from cascade_cli.training.fast_dropout import use_fast_dropout
 
 ROOT = Path(__file__).resolve().parents[1]
 PENN_RAW = ROOT.parent / "shared" / "datasets" / "penn_action"
@@ -63,7 +65,7 @@ def penn_lengths(data: Path | None) -> tuple[np.ndarray, str]:
     """Frames of the clips the official Penn recipe trains on (its training split less 5 % validation)
     from a prepared dataset; without one, a lognormal draw with Penn's median and range."""
     if data is not None and (data / "dataset.yaml").is_file():
-        splits = training_splits(load_config("table1/penn_action-1.0", base={"data": {"path": str(data)}}))
+        splits = run_splits(load_config("table1/penn_action-1.0", base={"data": {"path": str(data)}}))
         return splits.dataset.lengths[splits.train].astype(np.int64), f"Penn Action training split of {data}"
     rng = np.random.default_rng(0)
     draw = np.round(rng.lognormal(np.log(PENN_MEDIAN), 0.68, PENN_TRAIN_CLIPS))
@@ -153,9 +155,11 @@ def random_batch(s: Spec, lengths: np.ndarray, device: torch.device, masks: bool
 
 
 def train_loop(s: Spec, lengths: np.ndarray, sampler: LengthBucketSampler, device: torch.device, *, masks: bool,
-               amp: torch.dtype | None, fused: bool, samples: int, warmup: int = 2, peak_tflops: float = 0.0) -> dict:
+               amp: torch.dtype | None, fused: bool, samples: int, warmup: int = 2, peak_tflops: float = 0.0,
+               fast_dropout: bool = True) -> dict:
     """Time finetuning steps (forward, cross-entropy, backward, AdamW step, fused or per-op) over one
-    epoch of `sampler`.
+    epoch of `sampler`, with the cheaper CPU dropout masks (fast_dropout, as the trainer's default
+    config key fast_cpu_dropout) or PyTorch's.
 
     The first `warmup` batches are untimed; then batches holding `samples` clips (0: the rest of the
     epoch; clips rather than steps, so both loops time the same share of it) are timed, and the epoch
@@ -176,6 +180,8 @@ def train_loop(s: Spec, lengths: np.ndarray, sampler: LengthBucketSampler, devic
 
     with PeakMemory(device) as memory:
         model = build_classifier(s.model, s.joints, s.channels, s.classes).to(device).train()
+        if fast_dropout and device.type == "cpu":
+            use_fast_dropout(model)
         optimizer = torch.optim.AdamW(model.parameters(), lr=3e-5, weight_decay=1e-4, fused=fused or None)
         times = []
         for i, batch in enumerate(batches[:warmup] + timed):
@@ -203,7 +209,8 @@ def train_loop(s: Spec, lengths: np.ndarray, sampler: LengthBucketSampler, devic
 
 def paper_loop(s: Spec, lengths: np.ndarray, device: torch.device, samples: int, **kw) -> dict:
     """The official recipe's loop: random batches of its batch size padded to their longest clip, no
-    padding masks (pad_mask=None), float32, PyTorch's default optimizer update."""
+    padding masks (pad_mask=None), float32, PyTorch's default optimizer update. It keeps our cheaper
+    CPU dropout masks, so the ratios against it are conservative."""
     sampler = LengthBucketSampler(lengths, s.paper_batch, seed=0, bucket=False)
     return train_loop(s, lengths, sampler, device, masks=False, amp=None, fused=False, samples=samples, **kw)
 

@@ -23,7 +23,8 @@ from _common import penn_recipe, penn_recipe_args, print_table, write_json
 from cascade_cli.data.sampler import LengthBucketSampler, padding_ratio
 from cascade_cli.evaluate import evaluate
 from cascade_cli.progress import Reporter
-from cascade_cli.train import finetune, pretrain, training_splits
+from cascade_cli.data.splits import run_splits
+from cascade_cli.training import finetune, pretrain
 
 COLUMNS = [("batching", "batching", ""), ("padding", "padding", ".0%"), ("finetune_s", "finetune s", ".0f"),
            ("val_top1", "best val top-1", ".2%"), ("top1", "test top-1", ".2%"), ("macro", "class mean", ".2%")]
@@ -39,7 +40,7 @@ def main() -> None:
     shutil.rmtree(args.out, ignore_errors=True)
     pretrain(cfg, args.out / "pretrain", reporter)
 
-    splits = training_splits(cfg)
+    splits = run_splits(cfg)
     lengths = splits.dataset.lengths
     rows = []
     for bucketing in (True, False):

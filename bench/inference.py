@@ -29,7 +29,7 @@ from cascade_cli.data.synthetic import make_synthetic
 from cascade_cli.model import build_classifier, padding_mask
 from cascade_cli.predict import predict
 from cascade_cli.progress import Reporter
-from cascade_cli.train import finetune, pretrain
+from cascade_cli.training import finetune, pretrain
 
 TINY = ["model.d_model=32", "model.t1_layers=1", "model.t1_heads=2", "model.ffn_dim=64", "model.max_frames=64",
         "data.frames=32", "pretrain.epochs=1", "finetune.epochs=1", "pretrain.batch_size=16",

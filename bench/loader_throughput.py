@@ -21,7 +21,11 @@ import torch.nn.functional as F
 
 from cascade_cli.config import load_config
 from cascade_cli.model import build_classifier, padding_mask
-from cascade_cli.train import autocast_dtype, build_optimizer, make_loader, training_splits
+from cascade_cli.data.splits import run_splits
+from cascade_cli.runtime import autocast_dtype
+from cascade_cli.training.fast_dropout import use_fast_dropout
+from cascade_cli.training.loop import make_loader
+from cascade_cli.training.optim import build_optimizer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,7 +43,7 @@ def model_rate(cfg, splits, steps: int) -> float:
     cfg.workers = 0
     batches = [b for _, b in zip(range(steps + 2), make_loader(splits.dataset, splits.train, cfg, train=True,
                                                                batch_size=32, epoch=1))]
-    model = build_classifier(cfg.model, 13, 2, splits.dataset.num_classes).train()
+    model = use_fast_dropout(build_classifier(cfg.model, 13, 2, splits.dataset.num_classes).train())
     optimizer = build_optimizer(list(model.parameters()), cfg.finetune.optim)
     amp = autocast_dtype(cfg.amp, torch.device("cpu"))[0]
 
@@ -67,7 +71,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=ROOT / "bench_out" / "loader_throughput.json")
     args = parser.parse_args()
     cfg = load_config("table1/penn_action-1.0", base={"data": {"path": str(args.data)}})
-    splits = training_splits(cfg)
+    splits = run_splits(cfg)
     rows = {f"loader, {w} workers": loader_rate(cfg, splits, w)[0] for w in (0, 2)}
     rows["training steps, Penn 1.0 model"] = model_rate(cfg, splits, args.steps)
     print(f"{'what':<34} {'samples/s':>10}")

@@ -24,7 +24,8 @@ from _common import (forward_flops, median_run, paper_loop, penn_lengths, penn_r
 from cascade_cli.config import load_config, preset_info
 from cascade_cli.evaluate import evaluate
 from cascade_cli.progress import Reporter
-from cascade_cli.train import finetune, pretrain, resolve_device
+from cascade_cli.runtime import resolve_device
+from cascade_cli.training import finetune, pretrain
 
 PAPER = "table1/penn_action-1.0"
 COLUMNS = [("recipe", "recipe", ""), ("epochs", "epochs", ""), ("wall_s", "wall s", ".0f"), ("wall_h", "wall h", ".2f"),

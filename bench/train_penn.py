@@ -16,7 +16,7 @@ from cascade_cli.config import load_config
 from cascade_cli.data.penn import prepare_penn
 from cascade_cli.evaluate import evaluate
 from cascade_cli.progress import Reporter
-from cascade_cli.train import finetune, pretrain
+from cascade_cli.training import finetune, pretrain
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -3,6 +3,8 @@
     ours   length-bucketed batches (--batch, 32 for Penn) with padding masks, amp=auto (bf16 on CUDA
            and on CPUs with AMX), fused AdamW: what `cascade finetune` does
     budget the same, batches cut by a frame budget (--budget frames, Penn only): bounded step memory
+    torch-dropout  ours with PyTorch's dropout instead of the cheaper CPU masks (fast_cpu_dropout=false):
+           isolates what that choice is worth (CPU only; on GPUs both are PyTorch's)
     paper  random batches of the official batch size (4 for Penn, 64 for NTU) padded to the longest
            clip, no masks, float32
 
@@ -21,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cascade_cli.train import autocast_dtype
+from cascade_cli.runtime import autocast_dtype
 from _common import (PENN_DATA, bench_device, common_args, median_run, our_loop, paper_loop, penn_lengths,
                      print_table, set_threads, spec, write_json)
 
@@ -42,6 +44,7 @@ def main() -> None:
     parser.add_argument("--ntu-steps", type=int, default=2, help="timed NTU steps per arm")
     parser.add_argument("--small", action="store_true", help="NTU inputs through the Penn-sized model")
     parser.add_argument("--repeat", type=int, default=1, help="runs per arm, alternating arms; medians reported")
+    parser.add_argument("--no-dropout-arm", action="store_true", help="skip the torch-dropout arm on CPU")
     parser.add_argument("--peak-tflops", type=float, default=989.0, help="accelerator bf16 peak, for MFU")
     common_args(parser, "train_throughput")
     args = parser.parse_args()
@@ -65,7 +68,10 @@ def main() -> None:
                 "paper": lambda: paper_loop(s, lengths, device, samples, **kw)}
         if budget:
             arms["budget"] = lambda: our_loop(s, lengths, device, samples, batch, budget, **kw)
-        labels = {"ours": (str(batch), amp), "paper": (str(s.paper_batch), "fp32"), "budget": (f"{budget} fr", amp)}
+        if device.type == "cpu" and not args.no_dropout_arm:
+            arms["torch-dropout"] = lambda: our_loop(s, lengths, device, samples, batch, fast_dropout=False, **kw)
+        labels = {"ours": (str(batch), amp), "paper": (str(s.paper_batch), "fp32"), "budget": (f"{budget} fr", amp),
+                  "torch-dropout": (str(batch), amp)}
         runs = {arm: [] for arm in arms}
         for _ in range(args.repeat):  # alternating, so that load drift on a shared machine hits every arm
             for arm, run in arms.items():

@@ -30,10 +30,11 @@ import numpy as np
 from cascade_cli.atomic import write_text
 from cascade_cli.config import Config, load_config, preset_info, to_dict
 from cascade_cli.data.format import open_dataset
+from cascade_cli.data.registry import KNOWN_DATASETS
 from cascade_cli.errors import UserError
-from cascade_cli.evaluate import evaluate
+from cascade_cli.locking import directory_lock
+from cascade_cli.metrics import mean_std
 from cascade_cli.progress import Reporter
-from cascade_cli.train import finetune, pretrain
 
 
 @dataclass(frozen=True)
@@ -57,8 +58,8 @@ STUDIES = {
     "freezing": Study("10", "T1 during finetuning (Penn Action, CF 1.0)",
                       tuple(f"table10/penn_action-1.0-{a}" for a in ("full", "frozen", "last_layer"))),
 }
-TABLE1_DATASETS = {("penn_action", "official"): "penn_action", ("nw_ucla", "cross_view"): "n_ucla",
-                   ("ntu60", "xsub"): "ntu60_xsub", ("ntu60", "xview"): "ntu60_xview"}
+# quick: a small model and few epochs, minutes on a CPU; paper: the published recipe.
+BUDGETS = ("quick", "paper")
 # A dataset the recipe was not written for gets the demo's dataset-agnostic pipeline.
 GENERIC_DATA = "demo"
 
@@ -67,10 +68,11 @@ def study_arms(name: str, dataset_name: str | None = None, protocol: str = "") -
     if name not in STUDIES:
         raise UserError(f"unknown study '{name}'; choose one of {', '.join(STUDIES)}")
     arms = list(STUDIES[name].arms)
-    if name == "variant" and dataset_name:
-        for (ds, proto), stem in TABLE1_DATASETS.items():
-            if ds == dataset_name and (not protocol or protocol == proto):
-                return [arm.replace("penn_action", stem) for arm in arms]
+    if name == "variant" and dataset_name in KNOWN_DATASETS:
+        stems = KNOWN_DATASETS[dataset_name].paper_presets
+        stem = stems.get(protocol) if protocol else next(iter(stems.values()), None)
+        if stem is not None:
+            return [arm.replace("penn_action", stem) for arm in arms]
     return arms
 
 
@@ -131,27 +133,21 @@ def _pretrain_key(cfg: Config) -> str:
 def _run_arm(cfg: Config, arm_dir: Path, study_dir: Path, reporter: Reporter) -> dict:
     """Pretrain (or reuse a shared pretraining), finetune, evaluate. The wall time counts the
     pretraining too, shared or not, so arms compare at their full cost."""
+    from cascade_cli.lifecycle import run_stages  # here, not at the top: `cascade --help` needs no torch
+
     pre_dir = study_dir / "pretrain" / _pretrain_key(cfg)
-    pre_timing = pre_dir / "wall_time.json"
-    if not pre_timing.is_file():
-        t0 = time.perf_counter()
-        pretrain(cfg, pre_dir, reporter, resume=(pre_dir / "config.yaml").is_file())
-        write_text(pre_timing, json.dumps({"seconds": time.perf_counter() - t0}))
-    pre_seconds = json.loads(pre_timing.read_text())["seconds"]
-    cfg.finetune.pretrained = str(pre_dir)
-    started = time.perf_counter()
-    ft_dir = arm_dir / "finetune"
-    finetune(cfg, ft_dir, reporter, resume=(ft_dir / "config.yaml").is_file())
-    report = evaluate(ft_dir)
+    result = run_stages(cfg, pre_dir, arm_dir / "finetune", reporter,
+                        hint="the study's code or settings changed; use another study directory")
+    report = result.report
     return {"top1": report["top1"], "top5": report["top5"], "clips": report["clips"], "pretrain_dir": str(pre_dir),
-            "wall_s": pre_seconds + time.perf_counter() - started}
+            "wall_s": sum(result.seconds.values())}
 
 
 def run_study(name: str, study_dir: str | Path, *, dataset: str | Path | None = None, budget: str = "quick",
               seeds: int = 1, base_seed: int = 42, device: str | None = None, overrides: tuple[str, ...] = (),
               reporter: Reporter | None = None) -> list[dict]:
     reporter = reporter or Reporter(quiet=True)
-    if budget not in ("quick", "paper"):
+    if budget not in BUDGETS:
         raise UserError(f"--budget {budget!r}: use quick or paper")
     study_dir = Path(study_dir)
     arms = study_arms(name)
@@ -171,8 +167,16 @@ def run_study(name: str, study_dir: str | Path, *, dataset: str | Path | None = 
         previous = json.loads(study_file.read_text())
         if previous != asked:
             raise UserError(f"{study_dir} holds a study with other settings ({previous}); use another directory")
-    write_text(study_file, json.dumps(asked, indent=2))
+    with directory_lock(study_dir, "study directory"):
+        write_text(study_file, json.dumps(asked, indent=2))
+        _run_arms(name, arms, study_dir, dataset, budget, seeds, base_seed, device, overrides, reporter)
+        rows = collect_results(study_dir)
+        write_results(study_dir, rows)
+    return rows
 
+
+def _run_arms(name: str, arms: list[str], study_dir: Path, dataset: Path, budget: str, seeds: int, base_seed: int,
+              device: str | None, overrides: tuple[str, ...], reporter: Reporter) -> None:
     for arm in arms:
         for s in range(seeds):
             arm_dir = study_dir / "arms" / arm.split("/")[-1] / f"seed-{s}"
@@ -191,9 +195,6 @@ def run_study(name: str, study_dir: str | Path, *, dataset: str | Path | None = 
                 continue
             (arm_dir / "error.json").unlink(missing_ok=True)
             write_text(arm_dir / "result.json", json.dumps({"arm": arm, "seed": s, "note": note, **result}, indent=2))
-    rows = collect_results(study_dir)
-    write_results(study_dir, rows)
-    return rows
 
 
 def collect_results(study_dir: Path) -> list[dict]:
@@ -210,12 +211,12 @@ def collect_results(study_dir: Path) -> list[dict]:
             elif (arm_dir / "error.json").is_file():
                 errors.append(json.loads((arm_dir / "error.json").read_text())["error"])
         top1 = [100 * r["top1"] for r in results]
-        mean = float(np.mean(top1)) if top1 else None
+        mean, std = mean_std(top1) if top1 else (None, None)
         paper = info.get("paper_top1")
         note = results[0]["note"] if results else ""
         rows.append({
             "arm": info.get("arm", arm), "preset": arm, "top1": mean,
-            "top1_std": float(np.std(top1)) if len(top1) > 1 else None, "seeds_done": len(top1),
+            "top1_std": std if len(top1) > 1 else None, "seeds_done": len(top1),
             "paper_top1": paper, "delta": None if mean is None or paper is None else mean - paper,
             "comparable": not note, "note": note, "wall_s": float(sum(r["wall_s"] for r in results)),
             "status": "ok" if len(results) == asked["seeds"] else ("failed: " + errors[0] if errors else "missing"),

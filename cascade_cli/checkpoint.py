@@ -71,6 +71,18 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     return Checkpoint(state, config_from_dict(json.loads(header["config"])), json.loads(header["meta"]))
 
 
+def checkpoint_meta(path: str | Path) -> dict[str, Any]:
+    """The metadata of a checkpoint from its header alone, without reading the weights."""
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            header = fh.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise UserError(f"{path}: not a readable safetensors checkpoint ({exc})") from None
+    if header.get("format") != FORMAT:
+        raise UserError(f"{path}: not a cascade checkpoint (missing '{FORMAT}' header)")
+    return json.loads(header["meta"])
+
+
 def save_trainer_state(path: str | Path, state: dict[str, Any]) -> None:
     with atomic_path(path) as tmp:
         torch.save(state, tmp)

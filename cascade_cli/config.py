@@ -177,6 +177,10 @@ class Config:
     amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
     # Compile the model with torch.compile for training (worth it for long runs on GPUs).
     compile: bool = False
+    # CPU training draws dropout masks four elements per 64-bit random word (training/fast_dropout.py),
+    # for the dropout layers and inside attention: PyTorch's per-element draw costs up to a quarter of a
+    # CPU step. false trains with PyTorch's own dropout. No effect on GPUs or in evaluation.
+    fast_cpu_dropout: bool = True
     # Gradient accumulation: each optimiser step sums this many micro-batches, so a global batch
     # that no longer fits (fewer GPUs) keeps its size.
     accumulate: int = field(default=1, metadata=_range(1))
@@ -328,6 +332,7 @@ def _preset_chain(name: str, seen: tuple[str, ...] = ()) -> list[tuple[Path, dic
     if str(path) in seen:
         raise UserError(f"{path}: 'base' presets form a cycle")
     info, data = _split_preset_info(path, _read_yaml(path))
+    data.pop("history", None)  # a run's config.yaml used as a preset: its amendment history is not configuration
     base = data.pop("base", None)
     if base is None:
         return [(path, info, data)]

@@ -1,156 +1,30 @@
-"""`cascade predict`: classify raw skeleton files with a checkpoint, through the checkpoint's own preprocessing.
+"""`cascade predict`: the top classes of raw skeleton files, scored through the inference layer.
 
-Inputs, each one clip unless said otherwise:
-
-    .skeleton   an NTU RGB+D file: parsed, denoised and centred exactly as `cascade prepare ntu60` does
-    .npy        (T, J, C) one clip, or (B, T, J, C) a batch of clips (C may carry a confidence channel)
-    .npz        `data` as .npy, optional `lengths` (B,) for padded batches, optional `confidence`
-    .json       N-UCLA style {"skeletons": [T][J][C]}, {"data": ...}, or a bare [T][J][C] list
-
-The clip then goes through `transform_clip` with the checkpoint's data settings, the same function
-that produced its test-split inputs; `raw=True` skips it, for debugging and parity checks.
+The files are read and preprocessed as the checkpoint's test split was (cascade_cli.inference.inputs
+lists the formats); `raw=True` feeds the arrays unchanged, for debugging and parity checks.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from cascade_cli.checkpoint import load_checkpoint, resolve_checkpoint
-from cascade_cli.data.pipeline import collate_clips, transform_clip
-from cascade_cli.data.prepare import Rejected
-from cascade_cli.data.readers import as_float, load_json
-from cascade_cli.data.representation import output_shape
-from cascade_cli.errors import UserError
-from cascade_cli.layouts import Layout
-from cascade_cli.model import build_classifier, padding_mask
-from cascade_cli.train import resolve_device
+from cascade_cli.inference import load_classifier, score_inputs
 
 
-@dataclass
-class InputClip:
-    source: str  # file, with #index for clips of a batch file
-    frames: np.ndarray  # (T, M, J, C) float32
-    confidence: np.ndarray | None  # (T, M, J)
-
-
-def _split_confidence(data: np.ndarray, coords: int) -> tuple[np.ndarray, np.ndarray | None]:
-    if data.shape[-1] == coords + 1:
-        return data[..., :coords], data[..., coords]
-    return data, None
-
-
-def read_inputs(path: Path, coords: int) -> list[InputClip]:
-    """All clips in one input file, as (T, M, J, C); `coords` tells a confidence channel apart."""
-    if not path.is_file():
-        raise UserError(f"{path}: no such input file")
-    try:
-        if path.suffix == ".skeleton":
-            from cascade_cli.data.ntu import JOINTS, denoise, parse_skeleton, translate
-
-            joints = translate(denoise(parse_skeleton(path))[0])
-            return [InputClip(str(path), joints.reshape(len(joints), -1, JOINTS, 3).astype(np.float32), None)]
-        if path.suffix == ".json":
-            content = load_json(path)
-            data = content.get("skeletons", content.get("data")) if isinstance(content, dict) else content
-            batch, lengths = as_float(data, f"{path.name} skeletons")[None], None
-        elif path.suffix in (".npy", ".npz"):
-            loaded = np.load(path, allow_pickle=False)
-            if path.suffix == ".npy":
-                arrays = {"data": loaded}
-            else:
-                with loaded:
-                    arrays = dict(loaded)
-            if "data" not in arrays:
-                raise UserError(f"{path}: a .npz input needs an array named 'data' (and optionally 'lengths')")
-            batch = as_float(arrays["data"], f"{path.name} data")
-            lengths = arrays.get("lengths")
-            if batch.ndim == 3:  # one clip (T, J, C)
-                batch, lengths = batch[None], None
-        else:
-            raise UserError(f"{path}: unsupported input type '{path.suffix}'; use .skeleton, .npy, .npz or .json")
-    except Rejected as exc:
-        raise UserError(f"{path}: {exc}") from None
-    except (OSError, ValueError) as exc:
-        raise UserError(f"{path}: cannot be read ({exc})") from None
-    if batch.ndim == 4:  # (B, T, J, C): one person per clip
-        batch = batch[:, :, None]
-    if batch.ndim != 5 or batch.shape[1] < 1:
-        raise UserError(f"{path}: array of shape {batch.shape}; expected (T, J, C), (B, T, J, C) or a .npz "
-                        "'data' of (B, T, [M,] J, C)")
-    clips = []
-    for i, clip in enumerate(batch):
-        T = int(lengths[i]) if lengths is not None else len(clip)
-        frames, confidence = _split_confidence(clip[:T].astype(np.float32), coords)
-        name = str(path) if len(batch) == 1 else f"{path}#{i}"
-        if not np.isfinite(frames).all():
-            raise UserError(f"{name}: contains NaN or inf coordinates")
-        clips.append(InputClip(name, frames, confidence))
-    return clips
-
-
-def _check_layout(clip: InputClip, layout: Layout) -> None:
-    J, C = clip.frames.shape[2:]
-    if (J, C) != (layout.num_joints, layout.coords):
-        raise UserError(f"{clip.source}: {J} joints x {C} coordinates, but the checkpoint expects layout "
-                        f"{layout.name} with {layout.num_joints} joints x {layout.coords} coordinates")
-
-
-@torch.no_grad()
 def predict(checkpoint: str | Path, inputs: list[str | Path], *, top_k: int = 5, raw: bool = False,
-            device: str | None = None, image_size: tuple[float, float] | None = None) -> list[dict]:
+            device: str | None = None, image_size: tuple[float, float] | None = None, views: int = 1) -> list[dict]:
     """Top-k classes, probabilities and logits for every clip of every input file."""
-    ckpt_path = resolve_checkpoint(checkpoint, "best")
-    ckpt = load_checkpoint(ckpt_path)
-    if ckpt.meta.get("kind") != "finetune":
-        raise UserError(f"{ckpt_path}: a {ckpt.meta.get('kind')} checkpoint has no classifier; use a finetuned one")
-    cfg, meta = ckpt.config, ckpt.meta
-    layout = Layout.from_dict(meta["layout"])
-    J_in, C_in = meta["num_joints"], meta["in_channels"]
-    if cfg.data.normalize == "image" and image_size is None and not raw:
-        raise UserError(f"{ckpt_path}: this model normalises by image size; pass --image-size WIDTH HEIGHT")
-    # The model saw `persons` people side by side when trained with data.person=both.
-    persons = J_in // output_shape(cfg.data.representation, layout.num_joints, len(layout.bones), layout.coords)[0]
-    bones = np.asarray(layout.bones, dtype=np.int64).reshape(-1, 2)
-
-    clips = [clip for path in inputs for clip in read_inputs(Path(path), layout.coords)]
-    tensors = []
-    for clip in clips:
-        if raw:
-            x = clip.frames.reshape(len(clip.frames), -1, clip.frames.shape[-1])
-            if x.shape[1:] != (J_in, C_in):
-                raise UserError(f"{clip.source}: --raw input frames are {x.shape[1]} x {x.shape[2]}, the model "
-                                f"takes {J_in} x {C_in}")
-        else:
-            _check_layout(clip, layout)
-            frames, confidence = clip.frames, clip.confidence
-            if persons > 1 and frames.shape[1] < persons:  # absent people are zeros, as in prepared data
-                pad = ((0, 0), (0, persons - frames.shape[1]), (0, 0), (0, 0))
-                frames = np.pad(frames, pad)
-                confidence = None if confidence is None else np.pad(confidence, pad[:3])
-            frames = frames[:, :max(persons, 1)] if cfg.data.person == "both" else frames
-            x = transform_clip(frames, confidence, cfg.data, bones, None, image_size)
-        if len(x) > cfg.model.max_frames:
-            raise UserError(f"{clip.source}: {len(x)} frames, longer than the model's {cfg.model.max_frames}")
-        tensors.append((torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), 0))
-
-    model = build_classifier(cfg.model, J_in, C_in, meta["num_classes"])
-    model.load_state_dict(ckpt.state_dict)
-    dev = resolve_device(device or cfg.device)
-    model.to(dev).eval()
-    batch = collate_clips(tensors)
-    x = batch.x.to(dev)
-    logits = model(x, padding_mask(batch.lengths.to(dev), x.shape[1])).float().cpu()
-    probs = logits.softmax(-1)
-    names = meta["class_names"]
+    classifier = load_classifier(checkpoint, device)
+    scores = score_inputs(classifier, inputs, raw=raw, image_size=image_size, views=views)
+    names = classifier.class_names
+    logits = torch.from_numpy(scores.logits)
     results = []
-    for clip, p, z in zip(clips, probs, logits):
+    for source, p, z in zip(scores.names, logits.softmax(-1), logits):
         top = p.topk(min(top_k, len(names)))
         results.append({
-            "input": clip.source,
+            "input": source,
             "top": [{"label": int(i), "class": names[int(i)], "prob": float(v)} for v, i in zip(top.values, top.indices)],
             "probs": [float(v) for v in p], "logits": [float(v) for v in z],
         })

@@ -155,11 +155,11 @@ def test_error_text_with_brackets_is_printed_verbatim(tmp_path):
 def choice_lists():
     """Per command, the choice lists its --help must show, in the metavar form Typer gives an enum."""
     from cascade_cli.ablate import STUDIES
-    from cascade_cli.data.nucla import NUCLA_LAYOUTS
+    from cascade_cli.data.registry import NW_UCLA
     from cascade_cli.layouts import LAYOUTS
-    from cascade_cli.official import DATASETS, VARIANTS
+    from cascade_cli.official.release import DATASETS, VARIANTS
 
-    return {"prepare nucla": [NUCLA_LAYOUTS], "prepare custom": [LAYOUTS], "evaluate": [("test", "val", "train")],
+    return {"prepare nucla": [NW_UCLA.joint_orders], "prepare custom": [LAYOUTS], "evaluate": [("test", "val", "train")],
             "download": [VARIANTS, DATASETS], "convert": [VARIANTS, DATASETS], "ablate": [STUDIES, ("quick", "paper")]}
 
 

@@ -43,7 +43,7 @@ def test_two_gloo_processes_match_one_process(tiny_dataset, tmp_path):
 
 
 def test_gradient_accumulation_keeps_the_global_batch(tiny_dataset, tmp_path):
-    import cascade_cli.train as train
+    import cascade_cli.training as train
     from cascade_cli.config import load_config
     from cascade_cli.progress import Reporter
 
@@ -58,7 +58,7 @@ def test_gradient_accumulation_keeps_the_global_batch(tiny_dataset, tmp_path):
 
 
 def test_bf16_autocast_path_runs_on_cpu(tiny_dataset, tmp_path):
-    import cascade_cli.train as train
+    import cascade_cli.training as train
     from cascade_cli.config import load_config
     from cascade_cli.progress import Reporter
 
@@ -75,12 +75,12 @@ def test_bf16_autocast_path_runs_on_cpu(tiny_dataset, tmp_path):
 def test_auto_precision_follows_the_hardware(monkeypatch, amx):
     import torch
 
-    import cascade_cli.train as train
+    import cascade_cli.runtime as runtime
 
-    monkeypatch.setattr(train, "cpu_has_native_bf16", lambda: amx)
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: amx)
     cpu = torch.device("cpu")
-    assert train.autocast_dtype("auto", cpu) == ((torch.bfloat16 if amx else None), None)
-    assert train.autocast_dtype("off", cpu) == (None, None)
-    assert train.autocast_dtype("bf16", cpu) == (torch.bfloat16, None)
-    dtype, warning = train.autocast_dtype("fp16", cpu)
+    assert runtime.autocast_dtype("auto", cpu) == ((torch.bfloat16 if amx else None), None)
+    assert runtime.autocast_dtype("off", cpu) == (None, None)
+    assert runtime.autocast_dtype("bf16", cpu) == (torch.bfloat16, None)
+    dtype, warning = runtime.autocast_dtype("fp16", cpu)
     assert dtype is None and "needs CUDA" in warning

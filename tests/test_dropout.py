@@ -8,7 +8,7 @@ from torch import nn
 
 from cascade_cli.config import load_config
 from cascade_cli.model import build_classifier, build_t1
-from cascade_cli.model.dropout import Dropout, MultiheadAttention, drop_mask
+from cascade_cli.training.fast_dropout import Dropout, MultiheadAttention, drop_mask, use_fast_dropout
 
 
 @pytest.mark.parametrize("p", [0.1, 0.5, 0.9])
@@ -68,19 +68,45 @@ def test_bf16_input_stays_bf16():
 
 def test_models_use_it_and_keep_their_keys():
     cfg = load_config(None, ["model.d_model=32", "model.t1_layers=1", "model.t1_heads=2", "model.ffn_dim=64"])
-    for model in (build_classifier(cfg.model, 13, 2, 5), build_t1(cfg.model, 13, 2, with_decoder=True)):
+    for build in (lambda: build_classifier(cfg.model, 13, 2, 5), lambda: build_t1(cfg.model, 13, 2, with_decoder=True)):
+        plain = build()  # the builders make PyTorch's own modules; the trainer chooses the swap
+        assert {type(m) for m in plain.modules() if isinstance(m, nn.Dropout)} == {nn.Dropout}
+        model = use_fast_dropout(build())
         kinds = {type(m) for m in model.modules() if isinstance(m, nn.Dropout)}
         assert kinds == {Dropout}
-    # The swap keeps the official checkpoint names of the encoder layers' attention.
-    names = build_classifier(cfg.model, 13, 2, 5).state_dict().keys()
+        # The swap keeps every parameter name (the official checkpoint names of the attention too).
+        assert model.state_dict().keys() == plain.state_dict().keys()
+    names = use_fast_dropout(build_classifier(cfg.model, 13, 2, 5)).state_dict().keys()
     assert "t1.transformer_encoder.layers.0.self_attn.in_proj_weight" in names
     assert "fusion.cross_attention.out_proj.weight" in names
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_the_trainer_swaps_dropout_only_when_the_config_says_so(tiny_dataset, tmp_path, monkeypatch, fast):
+    import cascade_cli.training.loop as loop
+    from cascade_cli.progress import Reporter
+    from cascade_cli.training import pretrain
+    from tests.conftest import TINY
+
+    trained = []
+    real_fit = loop.fit
+
+    def recording_fit(setup, *args, **kwargs):
+        result = real_fit(setup, *args, **kwargs)
+        trained.append({type(m) for m in setup.model.modules() if isinstance(m, nn.Dropout)})
+        return result
+
+    monkeypatch.setattr("cascade_cli.training.stages.fit", recording_fit)
+    cfg = load_config(None, [*TINY, "pretrain.epochs=1", f"fast_cpu_dropout={str(fast).lower()}"],
+                      base={"data": {"path": str(tiny_dataset)}})
+    pretrain(cfg, tmp_path / "pre", Reporter(quiet=True))
+    assert trained == [{Dropout} if fast else {nn.Dropout}]
 
 
 @pytest.mark.parametrize("additive", [False, True])
 @pytest.mark.parametrize("cross", [False, True])
 def test_attention_matches_pytorch_when_nothing_is_dropped(monkeypatch, cross, additive):
-    import cascade_cli.model.dropout as fast
+    import cascade_cli.training.fast_dropout as fast
 
     torch.manual_seed(4)
     attention = nn.MultiheadAttention(32, 4, dropout=0.1, batch_first=True)
@@ -114,14 +140,14 @@ def test_attention_drops_weights_in_training_only():
 
 
 def test_classifier_in_training_mode_without_drops_equals_evaluation(monkeypatch):
-    import cascade_cli.model.dropout as fast
+    import cascade_cli.training.fast_dropout as fast
     from cascade_cli.model import padding_mask
 
     monkeypatch.setattr(fast, "dropout", lambda x, p: x)
     torch.manual_seed(7)
     cfg = load_config(None, ["model.d_model=32", "model.t1_layers=2", "model.t1_heads=4", "model.ffn_dim=64",
                              "model.fusion=ffn"])
-    model = build_classifier(cfg.model, 13, 2, 5)
+    model = fast.use_fast_dropout(build_classifier(cfg.model, 13, 2, 5))
     x, pad = torch.randn(3, 20, 13, 2), padding_mask(torch.tensor([20, 12, 5]), 20)
     with torch.no_grad():
         trained = model.train()(x, pad)

@@ -5,14 +5,19 @@ import numpy as np
 import pytest
 import torch
 
-import cascade_cli.train as train
+import cascade_cli.training as train
 from cascade_cli.checkpoint import load_checkpoint, save_checkpoint
 from cascade_cli.config import load_config
 from cascade_cli.data.format import DatasetWriter, open_dataset
 from cascade_cli.data.pipeline import model_input_shape, sample_frames
 from cascade_cli.errors import UserError
-from cascade_cli.evaluate import (aggregate_reports, evaluate, person_breakdown, score_clips, temporal_view,
-                                  two_person_classes)
+from cascade_cli.data.pipeline import resize, temporal_view
+from cascade_cli.data.registry import two_person_classes
+from cascade_cli.evaluate import aggregate_reports, evaluate
+from cascade_cli.inference import load_classifier, score_indices
+from cascade_cli.metrics import person_breakdown
+from cascade_cli.runtime import to_device
+from cascade_cli.training.loop import make_loader
 from cascade_cli.model import build_classifier
 from cascade_cli.progress import Reporter
 from tests.conftest import TINY
@@ -89,10 +94,10 @@ def test_results_do_not_depend_on_batch_size_or_order(tiny_run, tmp_path):
         np.testing.assert_allclose(other["logits"], first["logits"], atol=1e-5)
         assert np.array_equal(other["predictions"], first["predictions"])
         assert [report[k] for k in ("top1", "top5", "macro")] == [runs[0][k] for k in ("top1", "top5", "macro")]
-    ckpt, ds, model = load_model(tiny_run)
+    _, ds, _ = load_model(tiny_run)
     test = ds.split_indices("xsub", "test")
-    backwards = score_clips(model, ds, test[::-1], ckpt.config, torch.device("cpu"), 7, 1, QUIET)
-    np.testing.assert_allclose(backwards[::-1], first["logits"], atol=1e-5)
+    backwards = score_indices(load_classifier(tiny_run, "cpu"), ds, test[::-1], batch_size=7, reporter=QUIET)
+    np.testing.assert_allclose(backwards.logits[::-1], first["logits"], atol=1e-5)
 
 
 @pytest.mark.parametrize("sampling", ["resize", "indices"])
@@ -100,7 +105,13 @@ def test_one_view_is_the_pipelines_evaluation_sampling(sampling):
     cfg = load_config(None, [f"data.sampling={sampling}", "data.frames=16", "data.eval_crop=0.8"]).data
     for length in (1, 5, 16, 57, 300):
         x = np.random.default_rng(length).normal(size=(length, 2, 3)).astype(np.float32)
-        assert np.array_equal(temporal_view(x, cfg, 0, 1), sample_frames(x, cfg, None))
+        # The classic evaluation sampling, written out: the evenly spaced grid, or the centre crop
+        # keeping eval_crop of the frames, linearly resized.
+        bias = int((1 - cfg.eval_crop) * length / 2)
+        classic = (x[np.linspace(0, length - 1, cfg.frames).astype(np.int64)] if sampling == "indices"
+                   else resize(x[bias:length - bias], cfg.frames))
+        assert np.array_equal(temporal_view(x, cfg, 0, 1), classic)
+        assert np.array_equal(sample_frames(x, cfg, None), classic)
         views = [temporal_view(x, cfg, k, 3) for k in range(3)]
         assert all(v.shape == (16, 2, 3) for v in views)
         if length >= 57:
@@ -109,9 +120,9 @@ def test_one_view_is_the_pipelines_evaluation_sampling(sampling):
 
 def test_multi_view_testing(tiny_run, tmp_path):
     ckpt, ds, model = load_model(tiny_run)
-    loader = train.make_loader(ds, ds.split_indices("xsub", "test"), ckpt.config, train=False, batch_size=16)
+    loader = make_loader(ds, ds.split_indices("xsub", "test"), ckpt.config, train=False, batch_size=16)
     with torch.no_grad():
-        plain = torch.cat([model(x, pad) for x, _, pad, _ in (train.to_device(b, torch.device("cpu"))
+        plain = torch.cat([model(x, pad) for x, _, pad, _ in (to_device(b, torch.device("cpu"))
                                                               for b in loader)]).numpy()
     one = evaluate(tiny_run, out=tmp_path / "k1.json", save_scores=True)
     np.testing.assert_allclose(scores(one)["logits"], plain, atol=1e-5)

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from cascade_cli.masking import apply_mask, draw_mask, masked_mse
+from cascade_cli.training.masking import apply_mask, draw_mask, masked_mse
 
 T, J = 10, 13
 LENGTHS = torch.tensor([10, 6, 3, 1])

@@ -14,7 +14,8 @@ from torch import nn
 from cascade_cli.checkpoint import load_checkpoint
 from cascade_cli.errors import UserError
 from cascade_cli.model import build_classifier, build_t1
-from cascade_cli.official import DEFAULT_REVISION, HUB_REPO, convert_official, download_official, hub_folder
+from cascade_cli.official.convert import convert_official, download_official
+from cascade_cli.official.release import DEFAULT_REVISION, HUB_REPO, hub_folder
 
 ENC = ["self_attn.in_proj_weight", "self_attn.in_proj_bias", "self_attn.out_proj.weight", "self_attn.out_proj.bias",
        "linear1.weight", "linear1.bias", "linear2.weight", "linear2.bias",

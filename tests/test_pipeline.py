@@ -8,8 +8,8 @@ from torch.utils.data import DataLoader
 
 from cascade_cli.config import DataConfig
 from cascade_cli.data.format import DatasetWriter, open_dataset
-from cascade_cli.data.pipeline import (ClipDataset, center, collate_clips, resize, sample_frames, select_persons,
-                                       stratified_split)
+from cascade_cli.data.pipeline import ClipDataset, center, collate_clips, resize, sample_frames, select_persons
+from cascade_cli.data.splits import stratified_split
 from cascade_cli.errors import UserError
 from cascade_cli.layouts import Layout
 

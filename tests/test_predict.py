@@ -7,7 +7,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-import cascade_cli.train as train
+import cascade_cli.training as train
 from cascade_cli.checkpoint import load_checkpoint
 from cascade_cli.cli import app
 from cascade_cli.config import load_config

@@ -179,7 +179,7 @@ def test_table1_stems_name_existing_presets():
 
 
 def test_official_release_reads_the_registry():
-    from cascade_cli.official import DATASETS
+    from cascade_cli.official.release import DATASETS
 
     presets = set(list_presets())
     for key, release in DATASETS.items():
@@ -225,9 +225,9 @@ def test_reading_the_registry_imports_no_converter():
     converters = ("cascade_cli.data.ntu", "cascade_cli.data.penn", "cascade_cli.data.nucla",
                   "cascade_cli.data.synthetic", "cascade_cli.data.prepare")
     code = ("import sys, cascade_cli.data.registry; print(' '.join(sys.modules)); "
-            "import cascade_cli.official; print(' '.join(sys.modules))")
+            "import cascade_cli.official.convert; print(' '.join(sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     after_registry, after_official = (set(line.split()) for line in result.stdout.splitlines())
-    assert "cascade_cli.data.registry" in after_registry and "cascade_cli.official" in after_official
+    assert "cascade_cli.data.registry" in after_registry and "cascade_cli.official.convert" in after_official
     assert not after_registry & {*converters, "numpy", "scipy", "torch"}
     assert not after_official & set(converters)

@@ -5,7 +5,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import cascade_cli.train as train
+import cascade_cli.training.loop as loop
+import cascade_cli.training.optim as optim
+import cascade_cli.training.stages as train
 from cascade_cli.checkpoint import load_checkpoint
 from cascade_cli.config import load_config
 from cascade_cli.data.format import open_dataset
@@ -22,14 +24,14 @@ def tiny_config(data, *extra):
 
 def interrupt_after(monkeypatch, stop_epoch):
     """Simulate a kill right after `stop_epoch` finished and was saved."""
-    real = train.append_line
+    real = loop.append_line
 
     def append_then_maybe_die(path, line):
         real(path, line)
         if json.loads(line)["epoch"] == stop_epoch:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(train, "append_line", append_then_maybe_die)
+    monkeypatch.setattr(loop, "append_line", append_then_maybe_die)
 
 
 @pytest.mark.parametrize("stage", ["pretrain", "finetune"])
@@ -72,13 +74,13 @@ def _with(cfg, **changes):
 
 def test_model_selection_never_sees_test_clips(tiny_dataset, tmp_path, monkeypatch):
     seen: list[np.ndarray] = []
-    real = train.ClipDataset
+    real = loop.ClipDataset
 
     def recording(ds, indices, *args, **kwargs):
         seen.append(np.asarray(indices))
         return real(ds, indices, *args, **kwargs)
 
-    monkeypatch.setattr(train, "ClipDataset", recording)
+    monkeypatch.setattr(loop, "ClipDataset", recording)
     cfg = tiny_config(tiny_dataset, "pretrain.select=val")
     train.pretrain(cfg, tmp_path / "pre", QUIET)
     cfg.finetune.pretrained = str(tmp_path / "pre")
@@ -117,7 +119,7 @@ def test_existing_run_dir_is_not_overwritten(tiny_dataset, tmp_path):
 
 def test_schedule_warmup_then_cosine():
     cfg = load_config(None, ["finetune.optim.warmup=0.1", "finetune.optim.min_lr=0"]).finetune.optim
-    factors = [train.lr_factor(cfg, i, 100) for i in range(101)]
+    factors = [optim.lr_factor(cfg, i, 100) for i in range(101)]
     assert factors[0] == 0.0 and factors[5] == pytest.approx(0.5) and factors[10] == pytest.approx(1.0)
     assert factors[55] == pytest.approx(0.5) and factors[100] == pytest.approx(0.0)
     assert all(a >= b for a, b in zip(factors[10:], factors[11:]))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 from typing import List, Optional
 
@@ -10,18 +9,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cascade_cli.ablate import STUDIES, load_study, render_report, run_study, study_title
+from cascade_cli.ablate import BUDGETS, STUDIES, load_study, render_report, run_study, study_title
 from cascade_cli.cli.common import DeviceOpt, GpuOpt, QuietOpt, SetOpt, choice_enum, device_of, handles_user_errors
 from cascade_cli.progress import Reporter
 
 StudyName = choice_enum("StudyName", STUDIES)
 
 
-class Budget(str, Enum):
-    """How much compute a study gets: minutes on a CPU, or the published recipe."""
-
-    quick = "quick"
-    paper = "paper"
+Budget = choice_enum("Budget", BUDGETS)
 
 
 @handles_user_errors

@@ -7,17 +7,15 @@ Options live here as module-level `typer.Option` objects so that every command t
 from __future__ import annotations
 
 import functools
-from datetime import datetime
 from enum import Enum
-from pathlib import Path
-from typing import Iterable, List, Optional
+from typing import Iterable, Optional
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from cascade_cli.config import Config, dump_yaml, load_config
+from cascade_cli.config import Config, dump_yaml
 from cascade_cli.errors import UserError
 
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -64,7 +62,11 @@ GpuOpt = typer.Option(None, "--gpu", help="Use CUDA device N (same as --device c
 DeviceOpt = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N (sets device) \\[default: auto].")
 SeedOpt = typer.Option(None, "--seed", help="Random seed for init, data order, masks and augmentation (sets seed) "
                                             "\\[default: 42].")
-ResumeOpt = typer.Option(False, "--resume", help="Continue the run in --run-dir from its last finished epoch.")
+ResumeOpt = typer.Option(False, "--resume", help="Continue the run in --run-dir from its last finished epoch, with the "
+                         "config its config.yaml records; other settings are refused unless --amend.")
+AmendOpt = typer.Option(False, "--amend", help="With --resume: apply changed settings (e.g. --set finetune.epochs=40) "
+                        "and record them in config.yaml's history and the metrics log; the learning-rate schedule "
+                        "continues at the current step on the schedule of the new length.")
 QuietOpt = typer.Option(False, "--quiet", "-q", help="Print only warnings and the final result.")
 CompileOpt = typer.Option(False, "--compile", help="Compile the model with torch.compile (sets compile=true).")
 
@@ -79,40 +81,7 @@ OverwriteOpt = typer.Option(False, "--overwrite", help="Replace an existing data
 
 
 # ----------------------------------------------------------------------------------------------
-# Config resolution
-
-
-def resolve_config(preset: Optional[str], sets: Optional[List[str]], *, data: Optional[str] = None,
-                   seed: Optional[int] = None, device: Optional[str] = None, gpu: Optional[int] = None,
-                   base: dict | None = None, compile_model: bool = False) -> Config:
-    """Preset, then --set, then the dedicated options, so that an explicit --seed or --data wins."""
-    cfg = load_config(preset, sets or (), base=base)
-    if data is not None:
-        cfg.data.path = data
-    if seed is not None:
-        cfg.seed = seed
-    if gpu is not None:
-        cfg.device = f"cuda:{gpu}"
-    if device is not None:
-        cfg.device = device
-    cfg.compile = cfg.compile or compile_model
-    return cfg
-
-
-def saved_config(run_dir: Optional[Path]) -> dict:
-    """The config a run was started with, so that --resume continues it unchanged."""
-    import yaml
-
-    if run_dir is None:
-        raise UserError("--resume needs --run-dir of the run to continue")
-    path = run_dir / "config.yaml"
-    if not path.is_file():
-        raise UserError(f"{run_dir}: nothing to resume (no config.yaml)")
-    return yaml.safe_load(path.read_text()) or {}
-
-
-def default_run_dir(stage: str) -> Path:
-    return Path("runs") / f"{stage}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+# Small helpers
 
 
 def print_config(cfg: Config) -> None:

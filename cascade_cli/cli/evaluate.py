@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 from typing import List, Optional
 
@@ -11,15 +10,12 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from cascade_cli.cli.common import DeviceOpt, GpuOpt, QuietOpt, device_of, handles_user_errors, print_report
+from cascade_cli.cli.common import (DeviceOpt, GpuOpt, QuietOpt, choice_enum, device_of, handles_user_errors,
+                                    print_report)
+from cascade_cli.data.splits import SPLITS
 
 
-class Split(str, Enum):
-    """The splits `evaluate` can score: the test split, or the two halves the training split was carved into."""
-
-    test = "test"
-    val = "val"
-    train = "train"
+Split = choice_enum("Split", SPLITS)
 
 
 @handles_user_errors
@@ -27,7 +23,7 @@ def evaluate(
     checkpoints: List[str] = typer.Argument(..., help="Finetuning run directory (uses checkpoints/best.safetensors) "
                                                       "or checkpoint file; several (e.g. seeds) give mean ± std."),
     data: Optional[str] = typer.Option(None, "--data", "-d", help="Prepared dataset \\[default: the one trained on]."),
-    split: Split = typer.Option(Split.test, "--split", help="test, or val/train to inspect the training side."),
+    split: Split = typer.Option(Split("test"), "--split", help="test, or val/train to inspect the training side."),
     breakdown: bool = typer.Option(False, "--per-class-breakdown", help="Per-class table, confusion matrix (CSV "
                                    "and PNG) and, for NTU, the single- vs two-person breakdown."),
     clips: int = typer.Option(1, "--clips", min=1, help="Average the logits of K deterministic temporal views per clip."),

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from cascade_cli.cli.common import choice_enum, handles_user_errors
-from cascade_cli.official import DATASETS, DEFAULT_REVISION, VARIANTS, convert_official, download_official
+from cascade_cli.official.release import DATASETS, DEFAULT_REVISION, VARIANTS
 
 OfficialDatasetName = choice_enum("OfficialDatasetName", DATASETS)
 Variant = choice_enum("Variant", VARIANTS)
@@ -49,6 +49,8 @@ def download(
 
     Example:  cascade download --variant 1.0 --dataset penn_action
     """
+    from cascade_cli.official.convert import convert_official, download_official
+
     folder = download_official(variant.value, dataset.value, revision=revision or DEFAULT_REVISION,
                                cache_dir=cache_dir, offline=offline)
     out = out or Path("checkpoints") / "official" / f"{dataset.value}-{variant.value}"
@@ -70,6 +72,8 @@ def convert(
 
     Example:  cascade convert action_checkpoints/NTU_CS --out checkpoints/ntu60_xsub-1.0
     """
+    from cascade_cli.official.convert import convert_official
+
     _print_conversion(convert_official(source, out, dataset=dataset.value if dataset else None,
                                        variant=variant.value if variant else None, heads=heads,
                                        eval_cross_attn_heads=eval_heads))

@@ -9,7 +9,7 @@ import typer
 
 from cascade_cli.cli.common import (OutOpt, OverwriteOpt, QuietOpt, StrictOpt, WorkersOpt, choice_enum,
                                    handles_user_errors)
-from cascade_cli.data.nucla import NUCLA_LAYOUTS
+from cascade_cli.data.registry import NW_UCLA
 from cascade_cli.layouts import LAYOUTS
 from cascade_cli.progress import Reporter
 
@@ -17,7 +17,7 @@ prepare_app = typer.Typer(help="Turn raw skeleton data into a prepared dataset d
                                "memory-mapped arrays) that every training command reads.",
                           no_args_is_help=True)
 
-JointOrder = choice_enum("JointOrder", NUCLA_LAYOUTS)
+JointOrder = choice_enum("JointOrder", NW_UCLA.joint_orders)
 LayoutName = choice_enum("LayoutName", LAYOUTS)
 
 ExportNpzOpt = typer.Option(None, "--export-npz", help="Also write the de-facto standard arrays per protocol "

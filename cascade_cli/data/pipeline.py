@@ -24,27 +24,6 @@ from cascade_cli.data.representation import output_shape, represent
 from cascade_cli.errors import UserError
 
 
-def stratified_split(labels: np.ndarray, indices: np.ndarray, fraction: float,
-                     seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Hold out round(fraction * n) clips of every class for validation.
-
-    A class with at least two clips gives at least one when fraction > 0, so every class is
-    validated, and always keeps at least one for training, so every class is learnable.
-    """
-    indices = np.sort(np.asarray(indices, dtype=np.int64))
-    rng = np.random.default_rng(seed)
-    val = []
-    for c in np.unique(labels[indices]):
-        members = indices[labels[indices] == c]
-        n_val = round(fraction * len(members))
-        if fraction > 0 and len(members) >= 2:
-            n_val = max(n_val, 1)
-        n_val = min(n_val, len(members) - 1)
-        val.append(rng.permutation(members)[:n_val])
-    val = np.sort(np.concatenate(val)) if val else np.zeros(0, np.int64)
-    return np.setdiff1d(indices, val), val
-
-
 # ----------------------------------------------------------------------------------------------
 # Per-clip transforms (numpy, float32)
 
@@ -96,21 +75,40 @@ def resize(x: np.ndarray, frames: int) -> np.ndarray:
     return (1 - w) * x[lo] + w * x[hi]
 
 
-def sample_frames(x: np.ndarray, cfg: DataConfig, rng: np.random.Generator | None) -> np.ndarray:
-    """[L, ...] -> [cfg.frames, ...]; rng is None for evaluation, which is deterministic."""
+def sample_frames(x: np.ndarray, cfg: DataConfig, rng: np.random.Generator | None, view: int = 0,
+                  views: int = 1) -> np.ndarray:
+    """[L, ...] -> [cfg.frames, ...]; rng is None for evaluation, which is deterministic and takes
+    view number `view` of `views` temporal views (see temporal_view)."""
+    if rng is None:
+        return temporal_view(x, cfg, view, views)
     L = len(x)
     if cfg.sampling == "indices":
-        if rng is None:
-            return x[np.linspace(0, L - 1, cfg.frames).astype(np.int64)]
         return x[np.sort(rng.integers(0, L, cfg.frames))]
-    if rng is None:  # centre crop keeping eval_crop of the frames
-        bias = int((1 - cfg.eval_crop) * L / 2)
-        return resize(x[bias:L - bias], cfg.frames)
     # Random crop of a share p ~ U(crop_min, 1), but never shorter than the output unless the clip is.
     p = rng.uniform(cfg.crop_min, 1.0)
     length = min(max(int(np.floor(L * p)), cfg.frames), L)
     start = int(rng.integers(0, L - length + 1))
     return resize(x[start:start + length], cfg.frames)
+
+
+def temporal_view(x: np.ndarray, cfg: DataConfig, view: int, views: int) -> np.ndarray:
+    """[L, ...] -> [cfg.frames, ...]: view number `view` of `views` deterministic temporal views.
+
+    resize: a crop of the evaluation crop's length (eval_crop of the clip), linearly resized;
+    indices: the evenly spaced index grid shifted by a fraction of its step. View k sits at the
+    centre of the k-th of `views` equal parts of the room the view can move in, so a single view is
+    the centre crop (the classic evaluation sampling) and more views spread symmetrically around it.
+    With the default eval_crop=0.95 resize views can move by only 5 % of the clip; lower it for
+    views that differ.
+    """
+    L, shift = len(x), (view + 0.5) / views
+    if cfg.sampling == "indices":
+        step = (L - 1) / max(cfg.frames - 1, 1)
+        grid = np.linspace(0, L - 1, cfg.frames) + (shift - 0.5) * step
+        return x[np.clip(grid, 0, L - 1).astype(np.int64)]
+    room = 2 * int((1 - cfg.eval_crop) * L / 2)
+    start = round(shift * room)
+    return resize(x[start:start + L - room], cfg.frames)
 
 
 def rotation_matrix(angles: np.ndarray) -> np.ndarray:
@@ -177,11 +175,12 @@ class ClipDataset(Dataset):
     sampling -> axis/joint drop -> representation -> persons side by side. Training sees `repeat`
     copies of every clip per epoch, each with its own augmentation; call set_epoch before each epoch
     to draw fresh ones (unless cfg.frozen_augmentation). Workers see the new epoch only if the
-    DataLoader re-creates them each epoch (the default, persistent_workers=False).
+    DataLoader re-creates them each epoch (the default, persistent_workers=False). Evaluation sees
+    each clip as `views` consecutive items, one per deterministic temporal view.
     """
 
     def __init__(self, dataset: PreparedDataset, indices: Sequence[int] | np.ndarray, cfg: DataConfig,
-                 train: bool, seed: int):
+                 train: bool, seed: int, views: int = 1):
         layout = dataset.layout
         if cfg.center_joint >= layout.num_joints:
             raise UserError(f"data.center_joint is {cfg.center_joint}, but {dataset.path} has "
@@ -195,7 +194,9 @@ class ClipDataset(Dataset):
         self.dataset = dataset
         self.indices = np.asarray(indices, dtype=np.int64)
         self.cfg, self.train, self.seed = cfg, train, seed
-        self.copies = cfg.repeat if train else 1
+        if views < 1 or (train and views > 1):
+            raise ValueError(f"views={views}: one or more, and temporal views are for evaluation only")
+        self.copies, self.views = (cfg.repeat if train else 1), views
         self.bones = np.asarray(layout.bones, dtype=np.int64).reshape(-1, 2)
         self.epoch = 0
 
@@ -203,31 +204,35 @@ class ClipDataset(Dataset):
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return len(self.indices) * self.copies
+        return len(self.indices) * self.copies * self.views
 
     def __getitem__(self, k: int) -> tuple[torch.Tensor, int]:
-        copy, clip_index = divmod(k, len(self.indices))
-        clip_index = int(self.indices[clip_index])
-        rng = None
+        rng, view = None, 0
         if self.train:
+            copy, position = divmod(k, len(self.indices))
             epoch = 0 if self.cfg.frozen_augmentation else self.epoch
-            rng = np.random.default_rng([self.seed, epoch, copy, clip_index])
-        x = self.transform(clip_index, rng)
+            rng = np.random.default_rng([self.seed, epoch, copy, int(self.indices[position])])
+        else:
+            position, view = divmod(k, self.views)
+        clip_index = int(self.indices[position])
+        x = self.transform(clip_index, rng, view)
         return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), int(self.dataset.labels[clip_index])
 
-    def transform(self, clip_index: int, rng: np.random.Generator | None) -> np.ndarray:
+    def transform(self, clip_index: int, rng: np.random.Generator | None, view: int = 0) -> np.ndarray:
         ds = self.dataset
         size = None
         if self.cfg.normalize == "image":
             size = (float(ds.meta("width")[clip_index]), float(ds.meta("height")[clip_index]))
-        return transform_clip(ds.clip(clip_index), ds.clip_confidence(clip_index), self.cfg, self.bones, rng, size)
+        return transform_clip(ds.clip(clip_index), ds.clip_confidence(clip_index), self.cfg, self.bones, rng, size,
+                              view, self.views)
 
 
 def transform_clip(clip: np.ndarray, confidence: np.ndarray | None, cfg: DataConfig, bones: np.ndarray,
-                   rng: np.random.Generator | None, image_size: tuple[float, float] | None = None) -> np.ndarray:
-    """[L, M, J, C] raw clip -> [T, P*J', C'] model input; rng None = evaluation (deterministic).
-    Shared by training, evaluation and `cascade predict`, so a checkpoint sees new inputs exactly
-    as it saw its test split."""
+                   rng: np.random.Generator | None, image_size: tuple[float, float] | None = None,
+                   view: int = 0, views: int = 1) -> np.ndarray:
+    """[L, M, J, C] raw clip -> [T, P*J', C'] model input; rng None = evaluation (deterministic, view
+    number `view` of `views` temporal views). Shared by training, evaluation and `cascade predict`,
+    so a checkpoint sees new inputs exactly as it saw its test split."""
     if confidence is not None and cfg.invisible == "zero":
         clip = np.where((confidence > cfg.min_confidence)[..., None], clip, 0.0).astype(np.float32)
     x = select_persons(clip, cfg.person)  # (L, P, J, C)
@@ -238,7 +243,7 @@ def transform_clip(clip: np.ndarray, confidence: np.ndarray | None, cfg: DataCon
     if cfg.normalize != "none":
         x = normalize(x, cfg.normalize, image_size)
     if cfg.frames > 0:
-        x = sample_frames(x, cfg, rng)  # (frames, P, J, C)
+        x = sample_frames(x, cfg, rng, view, views)  # (frames, P, J, C)
     if rng is not None:
         x = drop_parts(x, cfg, rng)
     x = represent(x, cfg.representation, bones, cfg.bone_param_clamp)  # (T, P, J', C')

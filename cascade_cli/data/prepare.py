@@ -31,6 +31,7 @@ from cascade_cli.data.format import DatasetWriter
 from cascade_cli.data.registry import KnownDataset
 from cascade_cli.errors import UserError
 from cascade_cli.layouts import Layout
+from cascade_cli.locking import LOCK_FILE, directory_lock
 from cascade_cli.progress import Reporter
 
 REPORT = "prepare_report.json"
@@ -151,9 +152,10 @@ def _shard_path(work_dir: Path, index: int) -> Path:
 
 
 def _open_work_dir(work_dir: Path, fingerprint: str, reporter: Reporter) -> None:
-    """Reuse finished chunks only if they came from the very same job (same sources and settings)."""
+    """Reuse finished chunks only if they came from the very same job (same sources and settings).
+    The caller holds the work directory's lock, which must survive a start-over."""
     job_file = work_dir / "job.json"
-    if work_dir.exists():
+    if job_file.exists():
         try:
             same = json.loads(job_file.read_text())["fingerprint"] == fingerprint
         except (OSError, ValueError, KeyError):
@@ -164,8 +166,9 @@ def _open_work_dir(work_dir: Path, fingerprint: str, reporter: Reporter) -> None
                 reporter.info(f"resuming: {done} finished chunk(s) found in {work_dir}")
             return
         reporter.warn(f"{work_dir} holds an unfinished job with other inputs or settings; starting over")
-        shutil.rmtree(work_dir)
-    work_dir.mkdir(parents=True)
+    for entry in work_dir.iterdir():
+        if entry.name != LOCK_FILE:
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
     job_file.write_text(json.dumps({"fingerprint": fingerprint}))
 
 
@@ -233,7 +236,22 @@ def prepare(spec: PrepareSpec, sources: Sequence[str], parse: Callable[[str], Ra
     fingerprint = hashlib.sha256(json.dumps([spec.name, spec.layout.to_dict(), spec.persons, spec.class_names,
                                              getattr(parse, "__qualname__", repr(parse)), repr(getattr(parse, "keywords", "")),
                                              chunk_size, list(map(str, sources))]).encode()).hexdigest()
-    _open_work_dir(work_dir, fingerprint, reporter)
+    with directory_lock(work_dir, "dataset being prepared"):
+        if out_dir.exists() and not overwrite:  # finished by another process meanwhile
+            raise UserError(f"{out_dir} already exists; choose another output directory or pass --overwrite")
+        _open_work_dir(work_dir, fingerprint, reporter)
+        report = _prepare_locked(spec, sources, parse, out_dir, work_dir, raw_dir, workers, strict, overwrite,
+                                 skipped, warnings, reporter, chunk_size)
+        shutil.rmtree(work_dir)
+    if finalize is not None:
+        finalize(out_dir)
+    return report
+
+
+def _prepare_locked(spec: PrepareSpec, sources: Sequence[str], parse: Callable[[str], RawClip], out_dir: Path,
+                    work_dir: Path, raw_dir: str, workers: int | None, strict: bool, overwrite: bool,
+                    skipped: Sequence[tuple[str, str]], warnings: Sequence[tuple[str, str]], reporter: Reporter,
+                    chunk_size: int) -> dict:
     chunks = [sources[i:i + chunk_size] for i in range(0, len(sources), chunk_size)]
     pending = [i for i in range(len(chunks)) if not _shard_path(work_dir, i).exists()]
     workers = max(1, min(workers or _default_workers(), len(pending) or 1))
@@ -259,9 +277,6 @@ def prepare(spec: PrepareSpec, sources: Sequence[str], parse: Callable[[str], Ra
                                              "train": int((membership == 0).sum()),
                                              "test": int((membership == 1).sum())}
         writer.add_file(REPORT, json.dumps(report, indent=2) + "\n")
-    shutil.rmtree(work_dir)
-    if finalize is not None:
-        finalize(out_dir)
     return report
 
 

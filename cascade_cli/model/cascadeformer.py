@@ -15,7 +15,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cascade_cli.config import ModelConfig
-from cascade_cli.model.dropout import use_fast_dropout
 from cascade_cli.model.encoder import Encoder, check_heads
 from cascade_cli.model.features import FrameFeatures, build_features
 
@@ -178,9 +177,8 @@ class CascadeFormer(nn.Module):
 
 def build_t1(cfg: ModelConfig, num_joints: int, in_channels: int, with_decoder: bool) -> T1:
     check_heads(cfg.d_model, cfg.t1_heads, "model.d_model vs. model.t1_heads")
-    t1 = T1(build_features(cfg, num_joints, in_channels), cfg.max_frames, cfg.t1_layers, cfg.t1_heads,
-            cfg.ffn_dim, cfg.dropout, cfg.pos_init, cfg.decoder if with_decoder else None)
-    return use_fast_dropout(t1)
+    return T1(build_features(cfg, num_joints, in_channels), cfg.max_frames, cfg.t1_layers, cfg.t1_heads,
+              cfg.ffn_dim, cfg.dropout, cfg.pos_init, cfg.decoder if with_decoder else None)
 
 
 def build_classifier(cfg: ModelConfig, num_joints: int, in_channels: int, num_classes: int) -> CascadeFormer:
@@ -195,7 +193,7 @@ def build_classifier(cfg: ModelConfig, num_joints: int, in_channels: int, num_cl
     head = (LinearHead(cfg.d_model, num_classes) if cfg.head == "linear" else
             MLPHead(cfg.d_model, num_classes, cfg.head_dropout))
     t1 = build_t1(cfg, num_joints, in_channels, with_decoder=False)
-    return use_fast_dropout(CascadeFormer(t1, t2, fusion, head))
+    return CascadeFormer(t1, t2, fusion, head)
 
 
 def set_t1_trainable(model: CascadeFormer, mode: str, k: int = 1) -> None:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import pickle
 import re
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -36,75 +36,20 @@ from torch import Tensor, nn
 import cascade_cli
 from cascade_cli.checkpoint import git_commit, save_checkpoint
 from cascade_cli.config import Config, load_config, to_dict
-from cascade_cli.data.registry import KnownDataset, known_dataset, paper_preset
 from cascade_cli.errors import UserError
-from cascade_cli.layouts import Layout
 from cascade_cli.model import build_classifier, build_t1
 from cascade_cli.model.encoder import check_heads
+from cascade_cli.official.release import DATASETS, DEFAULT_REVISION, HUB_REPO, VARIANTS, hub_folder
 
-HUB_REPO = "YusenPeng/CascadeFormerCheckpoints"
-# A pinned commit, so that a conversion names exactly the weights it read: 3f20e88 ("Update README.md")
-# of the Hub repo, the only full commit hash of it we found (a crawled commit page; it could not be
-# checked online). The 1.0 checkpoint folder was uploaded before it (commit ecf8eb1, "Upload all").
-DEFAULT_REVISION = "3f20e887595ca12be118a5265627963caa260a33"
-VARIANTS = ("1.0", "1.1", "1.2")
 ROLES = ("pretrained", "finetuned_T1", "finetuned_T2", "finetuned_cross_attn", "finetuned_head")
 FINETUNED = "finetuned.safetensors"
 PRETRAINED = "pretrained.safetensors"
-
-
-@dataclass(frozen=True)
-class OfficialDataset:
-    """One released model's dataset: the release's own facts here, the dataset's facts from the registry."""
-    name: str  # the registry's (and our prepared dataset's) name
-    protocol: str
-    hub: str  # the Hub folder is BEST_<hub>_<variant>
-    prefix: str  # official file names are <prefix>_<role>.pt
-    heads: int  # reference B.4; stored nowhere in the files
-    joint_order: str | None = None  # the registry joint order the released weights expect; None: the default
-
-    @property
-    def dataset(self) -> KnownDataset:
-        return known_dataset(self.name)
-
-    @property
-    def layout(self) -> Layout:
-        return self.dataset.joint_order(self.joint_order).layout if self.joint_order else self.dataset.layout
-
-    @property
-    def class_names(self) -> tuple[str, ...]:
-        return self.dataset.class_names
-
-    def preset(self, variant: str) -> str:
-        """The Table-1 preset holding this model's official pipeline and sizes."""
-        preset = paper_preset(self.name, self.protocol, variant)
-        if preset is None:  # a bug: every released model reproduces a Table-1 row
-            raise LookupError(f"the registry names no Table-1 preset for {self.name}/{self.protocol}")
-        return preset
-
-
-DATASETS = {
-    "penn_action": OfficialDataset("penn_action", "official", "PENN_ACTION", "Penn", 8),
-    "nw_ucla": OfficialDataset("nw_ucla", "cross_view", "N_UCLA", "NUCLA", 8, joint_order="official"),
-    "ntu60_xsub": OfficialDataset("ntu60", "xsub", "NTU_CS", "NTU", 16),
-    "ntu60_xview": OfficialDataset("ntu60", "xview", "NTU_CV", "NTU", 8),
-}
 # The widths of B.4 tell the NTU splits apart: 768 (1.2: 800) is CS, 512 (1.2: 600) is CV.
 NTU_SPLIT_BY_WIDTH = {768: "ntu60_xsub", 800: "ntu60_xsub", 512: "ntu60_xview", 600: "ntu60_xview"}
 # NTU_CS (code), BEST_NTU_CS_1_0 (Hub) and BEST_NTU_1_0_CS (CascadeFormer-Agent) name the split too.
 NTU_SPLIT_FOLDER = re.compile(r"(?:BEST_)?NTU(?:60)?(?:_\d_\d)?_(CS|CV)(?:_\d_\d)?", re.IGNORECASE)
 # T1's feature extractor sits under `features.` in our model; Penn 1.0 calls its frame Linear `embedding`.
 FEATURE_MODULES = ("joint_conv.", "spatial_transformer.")
-
-
-def hub_folder(variant: str, dataset: str) -> str:
-    """The Hub folder of one released model. Only 1.0 folders are confirmed; 1.1 and 1.2 follow by analogy."""
-    if variant not in VARIANTS:
-        raise UserError(f"unknown variant {variant!r}; use {', '.join(VARIANTS)}")
-    if dataset not in DATASETS:
-        raise UserError(f"unknown dataset {dataset!r}; use {', '.join(DATASETS)}")
-    return (f"CascadeFormer_Best_Checkpoints/CascadeFormer_{variant}_best_checkpoints/"
-            f"BEST_{DATASETS[dataset].hub}_{variant.replace('.', '_')}")
 
 
 def download_official(variant: str = "1.0", dataset: str = "penn_action", *, revision: str = DEFAULT_REVISION,

@@ -7,6 +7,10 @@ elements (its four 16-bit slices), about a third of the cost. The probability is
 1/65536 (p=0.1 drops with 6554/65536 = 0.100006) and kept values are scaled by 1/(1 - that
 probability), so outputs stay unbiased. The draws come from torch's global generator, so a seed
 fixes them. On GPUs, and in eval mode, PyTorch's own modules run unchanged.
+
+The model builders make plain PyTorch modules; the trainer swaps their classes when the config key
+`fast_cpu_dropout` is true (the default) and it trains on a CPU, so what a model file shows is
+what runs everywhere else.
 """
 
 from __future__ import annotations

@@ -1,0 +1,126 @@
+"""The batched scorer: logits, pooled embeddings and labels of many clips, with temporal views.
+
+Every inference command scores through here, for a prepared split or for raw input files. Scores
+are a pure function of (checkpoint, clips, views): evaluation draws no random numbers and the
+model masks padded frames, so neither batch size nor clip order changes them (to float rounding).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from cascade_cli.data.format import PreparedDataset, open_dataset
+from cascade_cli.data.pipeline import ClipDataset, collate_clips
+from cascade_cli.data.splits import protocol_splits
+from cascade_cli.errors import UserError
+from cascade_cli.inference.classifier import Classifier
+from cascade_cli.inference.inputs import model_input, read_inputs
+from cascade_cli.progress import Reporter
+from cascade_cli.runtime import to_device
+
+
+@dataclass
+class Scores:
+    """Per clip, in the order asked for. Logits and embeddings are each the mean over the clip's
+    views; logits rather than probabilities are averaged, so saved scores are logits for any K."""
+
+    logits: np.ndarray  # (N, classes) float32
+    embeddings: np.ndarray  # (N, d) float32: the pooled features, the head's input
+    labels: np.ndarray  # (N,) int64; -1 where unknown (raw inputs)
+    names: list[str]  # clip names of a dataset, or input files (with #i inside batch files)
+    views: int = 1
+
+    @property
+    def predictions(self) -> np.ndarray:
+        return self.logits.argmax(axis=1)
+
+
+@torch.no_grad()
+def _score(classifier: Classifier, items: Dataset, clips: int, views: int, batch_size: int, workers: int,
+           reporter: Reporter) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`items` holds each clip as `views` consecutive items -> per-clip (logits, embeddings, labels)."""
+    model, device = classifier.model, classifier.device
+    loader = DataLoader(items, batch_size=batch_size, collate_fn=collate_clips, num_workers=workers)
+    logits, embeddings, labels = [], [], []
+    with reporter.track(f"scoring {clips} clips x {views} view(s)", len(items)) as advance:
+        for batch in loader:
+            x, _, pad, _ = to_device(batch, device)
+            pooled = model.embed(x, pad)  # (B, d)
+            logits.append(model.head(pooled).float().cpu())
+            embeddings.append(pooled.float().cpu())
+            labels.append(batch.labels)
+            advance(len(batch.labels))
+
+    def per_clip(chunks: list[torch.Tensor]) -> np.ndarray:
+        return torch.cat(chunks).reshape(clips, views, -1).mean(1).numpy()
+
+    return per_clip(logits), per_clip(embeddings), torch.cat(labels)[::views].numpy().astype(np.int64)
+
+
+def _check_views(classifier: Classifier, views: int) -> None:
+    if views < 1:
+        raise UserError(f"--clips {views}: use 1 or more views per clip")
+    if views > 1 and classifier.config.data.frames == 0:
+        raise UserError(f"--clips {views}: the run feeds each clip at its own length (data.frames=0), "
+                        "so there is only one temporal view; use --clips 1")
+
+
+def score_indices(classifier: Classifier, dataset: PreparedDataset, indices: Sequence[int], *, views: int = 1,
+                  batch_size: int | None = None, reporter: Reporter | None = None) -> Scores:
+    """Scores of the clips `indices` of a prepared dataset, in that order."""
+    _check_views(classifier, views)
+    classifier.check_dataset(dataset)
+    indices = np.asarray(indices, dtype=np.int64)
+    cfg = classifier.config
+    items = ClipDataset(dataset, indices, cfg.data, train=False, seed=0, views=views)
+    logits, embeddings, labels = _score(classifier, items, len(indices), views, batch_size or cfg.eval_batch_size,
+                                        cfg.workers, reporter or Reporter(quiet=True))
+    return Scores(logits, embeddings, labels, [str(n) for n in dataset.names[indices]], views)
+
+
+def score_split(classifier: Classifier, split: str = "test", *, data: str | Path | PreparedDataset | None = None,
+                views: int = 1, batch_size: int | None = None, reporter: Reporter | None = None) -> Scores:
+    """Scores of one split (test, val or train) of the checkpoint's protocol, on its own dataset or
+    on `data` (a prepared dataset with the same classes). val and train are the very clips training
+    selected and trained on."""
+    cfg = classifier.config
+    dataset = data if isinstance(data, PreparedDataset) else open_dataset(data or cfg.data.path)
+    splits = protocol_splits(dataset, classifier.meta["protocol"], cfg.data.val_fraction, cfg.seed)
+    indices = splits.indices(split)
+    if len(indices) == 0:
+        raise UserError(f"{dataset.path}: split '{split}' of protocol '{splits.protocol}' is empty")
+    return score_indices(classifier, dataset, indices, views=views, batch_size=batch_size, reporter=reporter)
+
+
+class _InputItems(Dataset):
+    def __init__(self, tensors: list[torch.Tensor]):
+        self.tensors = tensors
+
+    def __len__(self) -> int:
+        return len(self.tensors)
+
+    def __getitem__(self, k: int) -> tuple[torch.Tensor, int]:
+        return self.tensors[k], -1
+
+
+def score_inputs(classifier: Classifier, inputs: Sequence[str | Path], *, raw: bool = False,
+                 image_size: tuple[float, float] | None = None, views: int = 1, batch_size: int | None = None,
+                 reporter: Reporter | None = None) -> Scores:
+    """Scores of every clip of every raw input file (see inference.inputs), through the checkpoint's
+    own preprocessing, or fed as given with raw=True."""
+    _check_views(classifier, views)
+    if raw and views > 1:
+        raise UserError("--raw inputs are fed as given: there is only one temporal view")
+    clips = [clip for path in inputs for clip in read_inputs(Path(path), classifier.layout.coords)]
+    tensors = [model_input(clip, classifier, raw=raw, image_size=image_size, view=v, views=views)
+               for clip in clips for v in range(views)]
+    cfg = classifier.config
+    logits, embeddings, labels = _score(classifier, _InputItems(tensors), len(clips), views,
+                                        batch_size or cfg.eval_batch_size, 0, reporter or Reporter(quiet=True))
+    return Scores(logits, embeddings, labels, [clip.source for clip in clips], views)

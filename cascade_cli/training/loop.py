@@ -1,0 +1,252 @@
+"""The epoch loop shared by pretraining and finetuning: one loop, any objective.
+
+`fit` gives every stage the same guarantees: seeded data order, per-epoch checkpoints written
+atomically, model selection on a validation split carved from the training split (never on test),
+and exact resume. Every random draw is a function of (seed, epoch) except dropout, whose global RNG
+state is saved with the trainer state, so 2 + 2 resumed epochs equal 4 straight ones bit for bit.
+A resume that amends the config (run_dir.open_run) continues at the step it reached on the
+schedule of its new length (training/optim.py) and writes the change into the metrics log.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from cascade_cli.atomic import append_line
+from cascade_cli.checkpoint import load_checkpoint, load_trainer_state, save_checkpoint, save_trainer_state
+from cascade_cli.config import Config, OptimConfig
+from cascade_cli.data.format import PreparedDataset
+from cascade_cli.data.pipeline import Batch, ClipDataset, collate_clips
+from cascade_cli.data.sampler import LengthBucketSampler, item_lengths
+from cascade_cli.data.splits import Splits
+from cascade_cli.errors import UserError
+from cascade_cli.progress import Reporter
+from cascade_cli.runtime import autocast_dtype
+from cascade_cli.training.distributed import Dist, barrier, sum_across
+from cascade_cli.training.fast_dropout import use_fast_dropout
+from cascade_cli.training.objectives import Objective
+from cascade_cli.training.optim import apply_hyperparameters, build_optimizer, build_scheduler, replan, schedule_length
+from cascade_cli.training.run_dir import RunState, trainer_state_path
+
+
+@dataclass
+class StageSetup:
+    cfg: Config
+    run: RunState
+    model: torch.nn.Module
+    objective: Objective
+    splits: Splits
+    epochs: int
+    batch_size: int
+    optim: OptimConfig
+    select: str  # "last" or "val"
+    meta: dict
+
+
+def make_loader(ds: PreparedDataset, indices: np.ndarray, cfg: Config, *, train: bool, batch_size: int,
+                epoch: int = 0, ctx: Dist = Dist(), pin_memory: bool = False) -> DataLoader:
+    """Batches of `batch_size` items (the global batch; each rank loads its share), in a seeded order
+    for training and, with bucketing, of similar lengths so little compute goes to padding."""
+    items = ClipDataset(ds, indices, cfg.data, train=train, seed=cfg.seed)
+    items.set_epoch(epoch)
+    sampler = LengthBucketSampler(item_lengths(items), batch_size, seed=cfg.seed,
+                                  max_frames_per_batch=cfg.data.max_frames_per_batch if train else 0,
+                                  rank=ctx.rank, world_size=ctx.world_size, shuffle=train,
+                                  bucket=cfg.data.bucketing)
+    sampler.set_epoch(epoch)
+    return DataLoader(items, batch_sampler=sampler, collate_fn=collate_clips, num_workers=cfg.workers,
+                      pin_memory=pin_memory)
+
+
+def _micro_batches(batch: Batch, parts: int) -> list[Batch]:
+    """Split a rank's batch for gradient accumulation (padding stays masked, so splitting is exact)."""
+    if parts == 1:
+        return [batch]
+    return [Batch(*chunk) for chunk in zip(*(t.tensor_split(parts) for t in batch)) if len(chunk[2])]
+
+
+def _check_setup(setup: StageSetup, ctx: Dist) -> None:
+    name, splits = setup.objective.name, setup.splits
+    if setup.select == "val" and len(splits.val) == 0:
+        raise UserError(f"config key '{name}.select': 'val' needs a validation split; "
+                        "set data.val_fraction > 0 or select=last")
+    if len(splits.train) == 0:
+        raise UserError(f"{splits.dataset.path}: the training split of protocol '{splits.protocol}' is empty")
+    if setup.batch_size < ctx.world_size * setup.cfg.accumulate:
+        raise UserError(f"{name}.batch_size={setup.batch_size} is the global batch: it must be at least "
+                        f"processes x accumulate = {ctx.world_size * setup.cfg.accumulate}")
+
+
+def _amended_total(setup: StageSetup, state: dict, optimizer: torch.optim.Optimizer, steps_per_epoch: int) -> int:
+    """Schedule length of a resumed run whose config was amended: the steps done plus those of the
+    epochs now left. The amended optimiser settings are applied to the restored optimizer."""
+    apply_hyperparameters(optimizer, setup.optim)
+    left = schedule_length(setup.optim, max(setup.epochs - state["epoch"], 0), steps_per_epoch)
+    return state["scheduler"]["last_epoch"] + left
+
+
+def fit(setup: StageSetup, device: torch.device, reporter: Reporter, ctx: Dist = Dist()) -> Path:
+    cfg, model, objective = setup.cfg, setup.model, setup.objective
+    run_dir, resume = setup.run.path, setup.run.resumable
+    ckpt_dir = run_dir / "checkpoints"
+    ds = setup.splits.dataset
+    _check_setup(setup, ctx)
+
+    if cfg.fast_cpu_dropout and device.type == "cpu":
+        use_fast_dropout(model)  # same parameters and names; only the CPU training-time masks change
+    model.to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = build_optimizer(params, setup.optim)
+    pin = device.type == "cuda"
+    steps_per_epoch = len(make_loader(ds, setup.splits.train, cfg, train=True, batch_size=setup.batch_size,
+                                      epoch=1, ctx=ctx))
+    total = schedule_length(setup.optim, setup.epochs, steps_per_epoch)
+    amp_dtype, amp_warning = autocast_dtype(cfg.amp, device)
+    if amp_warning:
+        reporter.warn(amp_warning)
+    if amp_dtype is not None:
+        reporter.info(f"mixed precision: {str(amp_dtype).removeprefix('torch.')} autocast on {device.type} "
+                      "(config key amp; amp=off trains in float32)")
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+    if device.type == "cuda" and cfg.data.frames > 0:
+        torch.backends.cudnn.benchmark = True  # fixed shapes: tuning once pays off
+
+    start_epoch, best_score, best_epoch, elapsed = 1, None, 0, 0.0
+    lr_before = optimizer.param_groups[0]["lr"]
+    scheduler = build_scheduler(optimizer, setup.optim, total)
+    if resume:
+        state = load_trainer_state(trainer_state_path(run_dir))
+        weights = load_checkpoint(ckpt_dir / "last.safetensors")
+        if weights.meta.get("epoch") != state["epoch"]:
+            raise UserError(f"{ckpt_dir}: last.safetensors (epoch {weights.meta.get('epoch')}) and "
+                            f"trainer_state.pt (epoch {state['epoch']}) disagree; the run was interrupted "
+                            "while saving and cannot resume exactly")
+        model.load_state_dict(weights.state_dict)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        lr_before = optimizer.param_groups[0]["lr"]
+        total = state.get("schedule_total", total)  # as saved, e.g. by an amended session
+        if setup.run.amendment is not None:
+            total = _amended_total(setup, state, optimizer, steps_per_epoch)
+        replan(scheduler, setup.optim, total)
+        scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["rng_cpu"])
+        if device.type == "cuda" and "rng_cuda" in state:
+            torch.cuda.set_rng_state(state["rng_cuda"], device)
+        start_epoch, best_score, best_epoch = state["epoch"] + 1, state["best_score"], state["best_epoch"]
+        elapsed = state.get("elapsed_s", 0.0)
+        if start_epoch > setup.epochs:
+            reporter.info(f"{run_dir}: all {setup.epochs} {objective.name} epochs already done")
+        else:
+            reporter.info(f"resuming {run_dir} at epoch {start_epoch}/{setup.epochs}")
+    if setup.run.amended_now and ctx.is_main:
+        _log_amendment(setup, lr_before, optimizer.param_groups[0]["lr"], total, reporter)
+
+    train_model = model
+    if ctx.enabled:
+        train_model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.compile:
+        train_model = torch.compile(train_model)
+    val_loader = make_loader(ds, setup.splits.val, cfg, train=False, batch_size=cfg.eval_batch_size)
+    for epoch in range(start_epoch, setup.epochs + 1):
+        t0 = time.perf_counter()
+        loader = make_loader(ds, setup.splits.train, cfg, train=True, batch_size=setup.batch_size, epoch=epoch,
+                             ctx=ctx, pin_memory=pin)
+        mask_generator = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch + 7 + 1_000_003 * ctx.rank)
+        model.train()
+        sums: dict[str, torch.Tensor] = {}
+        seen = torch.zeros((), device=device)
+        reporter.start_epoch(objective.name, epoch, setup.epochs, len(loader))
+        for step, batch in enumerate(loader, 1):
+            optimizer.zero_grad(set_to_none=True)
+            micro = _micro_batches(batch, cfg.accumulate)
+            for i, part in enumerate(micro):
+                # Only the last micro-batch all-reduces gradients; the others accumulate locally.
+                sync = contextlib.nullcontext() if not ctx.enabled or i == len(micro) - 1 else train_model.no_sync()
+                with sync, torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                    loss, stats = objective.loss(train_model, part, device, mask_generator)
+                    scaler.scale(loss * (len(part.labels) / len(batch.labels))).backward()
+                for key, value in stats.items():
+                    sums[key] = sums.get(key, 0.0) + value.float() * len(part.labels)
+            if setup.optim.grad_clip > 0:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(params, setup.optim.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            if setup.optim.schedule_unit == "step":
+                scheduler.step()
+            seen += len(batch.labels)
+            if step % LOG_EVERY == 0 or step == len(loader):
+                running = {k: (v / seen).item() for k, v in sums.items()}
+                if not math.isfinite(running["loss"]):
+                    raise UserError(f"{objective.name} epoch {epoch}: loss became {running['loss']}; lower "
+                                    f"{objective.name}.optim.lr or enable {objective.name}.optim.grad_clip")
+                reporter.step(running, int(seen.item()), advance=step - reporter.steps_done)
+        lr = optimizer.param_groups[0]["lr"]
+        if setup.optim.schedule_unit == "epoch":
+            scheduler.step()
+        # Epoch means over every rank's samples.
+        totals = sum_across(torch.stack([seen, *sums.values()]), ctx)
+        seen_all, means = totals[0].item(), {k: (v / totals[0]).item() for k, v in zip(sums, totals[1:])}
+
+        epoch_time = time.perf_counter() - t0
+        elapsed += epoch_time
+        if ctx.is_main:
+            model.eval()
+            val = objective.validate(model, val_loader, device) if len(setup.splits.val) else {}
+            record = {"stage": objective.name, "epoch": epoch, "lr": lr, **{f"train_{k}": v for k, v in means.items()},
+                      **val, "samples_per_s": seen_all / epoch_time, "epoch_time_s": epoch_time}
+            improved = setup.select == "last"
+            if setup.select == "val":
+                score = objective.score(val)
+                improved = best_score is None or (score > best_score if objective.higher_is_better
+                                                  else score < best_score)
+                best_score = score if improved else best_score
+            best_epoch = epoch if improved else best_epoch
+            meta = {**setup.meta, "epoch": epoch}
+            save_checkpoint(ckpt_dir / "last.safetensors", model, cfg, meta)
+            if improved:
+                save_checkpoint(ckpt_dir / "best.safetensors", model, cfg,
+                                {**meta, "selected_by": "last epoch" if setup.select == "last" else
+                                 f"validation {'top-1' if objective.higher_is_better else 'masked MSE'}",
+                                 "val": val})
+            save_trainer_state(trainer_state_path(run_dir), {
+                "epoch": epoch, "best_score": best_score, "best_epoch": best_epoch, "elapsed_s": elapsed,
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "schedule_total": total, "scaler": scaler.state_dict(), "rng_cpu": torch.get_rng_state(),
+                **({"rng_cuda": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {}),
+            })
+            append_line(run_dir / "metrics.jsonl", json.dumps({**record, "best_epoch": best_epoch}))
+            shown = {k: v for k, v in record.items() if k.startswith(("train_", "val_"))}
+            reporter.end_epoch(shown, record["samples_per_s"],
+                               (setup.epochs - epoch) * elapsed / (epoch - start_epoch + 1))
+        else:
+            reporter.end_epoch({}, 0.0, 0.0)
+        barrier(ctx)  # the next epoch (or a resume) starts from what rank 0 saved
+    return ckpt_dir / "best.safetensors"
+
+
+LOG_EVERY = 10  # steps between progress updates: each one reads values back from the device
+
+
+def _log_amendment(setup: StageSetup, lr_before: float, lr_after: float, total: int, reporter: Reporter) -> None:
+    """What an amendment changed, with the learning rate before and after, in the metrics log and
+    on screen."""
+    amendment = setup.run.amendment
+    append_line(setup.run.path / "metrics.jsonl", json.dumps({
+        "event": "amend", "stage": setup.objective.name, "epoch": amendment["epoch"],
+        "changes": amendment["changes"], "lr_before": lr_before, "lr_after": lr_after,
+        "schedule_steps": total}))
+    changed = ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in amendment["changes"].items())
+    reporter.info(f"amended after epoch {amendment['epoch']}: {changed}; the run continues on the schedule of "
+                  f"{setup.epochs} epochs, learning rate {lr_before:.3g} -> {lr_after:.3g}")
