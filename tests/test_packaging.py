@@ -58,6 +58,10 @@ def test_wheel_carries_every_preset(wheel):
     assert len(presets) > 10
     missing = [p for p in presets if f"cascade_cli/presets/{p}.yaml" not in names]
     assert not missing, f"presets left out of the wheel (see package-data in pyproject.toml): {missing}"
+    from cascade_cli.layouts import LAYOUTS
+
+    missing = [name for name in LAYOUTS if f"cascade_cli/layouts/{name}.yaml" not in names]
+    assert not missing, f"built-in layouts left out of the wheel: {missing}"
 
 
 def test_installed_copy_lists_and_loads_presets(installed, tmp_path):

@@ -261,21 +261,11 @@ class PreparedDataset:
     def num_clips(self) -> int:
         return len(self.labels)
 
-    @property
-    def labels(self) -> np.ndarray:
-        return self._clips["label"]
-
-    @property
-    def lengths(self) -> np.ndarray:
-        return self._clips["length"]
-
-    @property
-    def offsets(self) -> np.ndarray:
-        return self._clips["offset"]
-
-    @property
-    def names(self) -> np.ndarray:
-        return self._clips["name"]
+    # Per-clip arrays of clips.npz: int64 labels, lengths and offsets (in frames), and str names.
+    labels = property(lambda self: self._clips["label"])
+    lengths = property(lambda self: self._clips["length"])
+    offsets = property(lambda self: self._clips["offset"])
+    names = property(lambda self: self._clips["name"])
 
     def meta(self, field: str) -> np.ndarray:
         """One per-clip array by name: offset, length, label, persons, subject, camera, setup, name, and

@@ -17,9 +17,12 @@ VAL_MASK_SEED = 1234  # validation masks are fixed so that epochs compare fairly
 
 
 class Objective:
-    name: str
+    name: str  # the stage, and the config section it reads
     higher_is_better: bool
     score_key: str  # the validation number that selects the best epoch
+
+    def __init__(self, cfg: Config):
+        self.cfg = getattr(cfg, self.name)
 
     def loss(self, model, batch, device, generator) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         raise NotImplementedError
@@ -48,9 +51,6 @@ class PretrainObjective(Objective):
 
     name, higher_is_better, score_key = "pretrain", False, "val_loss"
 
-    def __init__(self, cfg: Config):
-        self.cfg = cfg.pretrain
-
     def loss(self, model, batch, device, generator):
         x, lengths, pad, _ = to_device(batch, device)
         hidden, scored = draw_mask(self.cfg.mask, self.cfg.mask_ratio, lengths, x.shape[1], x.shape[2], generator)
@@ -67,9 +67,6 @@ class FinetuneObjective(Objective):
     """Cross-entropy on clip labels; higher validation top-1 is better."""
 
     name, higher_is_better, score_key = "finetune", True, "val_top1"
-
-    def __init__(self, cfg: Config):
-        self.cfg = cfg.finetune
 
     def loss(self, model, batch, device, generator):
         x, _, pad, labels = to_device(batch, device)
