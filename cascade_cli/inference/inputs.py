@@ -22,6 +22,7 @@ import torch
 from cascade_cli.data.pipeline import transform_clip
 from cascade_cli.data.prepare import Rejected
 from cascade_cli.data.readers import as_float, load_json
+from cascade_cli.data.registry import NTU60
 from cascade_cli.data.representation import output_shape
 from cascade_cli.errors import UserError
 from cascade_cli.inference.classifier import Classifier
@@ -48,11 +49,12 @@ def read_inputs(path: Path, coords: int) -> list[InputClip]:
     if not path.is_file():
         raise UserError(f"{path}: no such input file")
     try:
-        if path.suffix == ".skeleton":
-            from cascade_cli.data.ntu import JOINTS, denoise, parse_skeleton, translate
+        if path.suffix == ".skeleton":  # NTU RGB+D's own format, in the registry's NTU joint order
+            from cascade_cli.data.ntu import denoise, parse_skeleton, translate
 
-            joints = translate(denoise(parse_skeleton(path))[0])
-            return [InputClip(str(path), joints.reshape(len(joints), -1, JOINTS, 3).astype(np.float32), None)]
+            joints, layout = translate(denoise(parse_skeleton(path))[0]), NTU60.layout
+            frames = joints.reshape(len(joints), -1, layout.num_joints, layout.coords).astype(np.float32)
+            return [InputClip(str(path), frames, None)]
         if path.suffix == ".json":
             content = load_json(path)
             data = content.get("skeletons", content.get("data")) if isinstance(content, dict) else content
