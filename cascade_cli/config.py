@@ -355,11 +355,20 @@ def list_presets() -> list[str]:
     return sorted(str(p.relative_to(PRESETS_DIR).with_suffix("")) for p in PRESETS_DIR.rglob("*.yaml"))
 
 
+def yaml_error(path: Path, exc: yaml.YAMLError) -> UserError:
+    """One line naming the file, the line and column, and what the parser expected."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    what = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    context = getattr(exc, "context", None)
+    return UserError(f"{path}{where}: not valid YAML ({what}" + (f", {context}" if context else "") + ")")
+
+
 def _read_yaml(path: Path) -> dict:
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
-        raise UserError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        raise yaml_error(path, exc) from None
     except OSError as exc:
         raise UserError(f"{path}: cannot read ({exc.strerror})") from None
     if data is not None and not isinstance(data, dict):

@@ -14,10 +14,15 @@ from cascade_cli.inference import load_classifier, score_inputs
 
 
 def predict(checkpoint: str | Path, inputs: list[str | Path], *, top_k: int = 5, raw: bool = False,
-            device: str | None = None, image_size: tuple[float, float] | None = None, views: int = 1) -> list[dict]:
-    """Top-k classes, probabilities and logits for every clip of every input file."""
+            device: str | None = None, image_size: tuple[float, float] | None = None, views: int = 1,
+            without_confidence: bool = False) -> list[dict]:
+    """Top-k classes, probabilities and logits for every clip of every input file. A clip read
+    without the confidence channel its model uses (accepted with without_confidence) carries a note."""
     classifier = load_classifier(checkpoint, device)
-    scores = score_inputs(classifier, inputs, raw=raw, image_size=image_size, views=views)
+    scores = score_inputs(classifier, inputs, raw=raw, image_size=image_size, views=views,
+                          without_confidence=without_confidence)
+    note = ("without confidence: no joint was zeroed as invisible, unlike the model's training inputs"
+            if without_confidence and classifier.zeroes_invisible_joints and not raw else None)
     names = classifier.class_names
     logits = torch.from_numpy(scores.logits)
     results = []
@@ -27,5 +32,6 @@ def predict(checkpoint: str | Path, inputs: list[str | Path], *, top_k: int = 5,
             "input": source,
             "top": [{"label": int(i), "class": names[int(i)], "prob": float(v)} for v, i in zip(top.values, top.indices)],
             "probs": [float(v) for v in p], "logits": [float(v) for v in z],
+            **({"note": note} if note else {}),
         })
     return results

@@ -2,7 +2,7 @@
 
 On a terminal a Rich bar shows the running loss, accuracy, samples/s and ETA of the epoch; in a
 pipe or CI log the same facts arrive as one plain line per epoch, because carriage-return bars
-turn logs into noise. `quiet` keeps only warnings and the final result.
+turn logs into noise. `quiet` hides progress only: warnings, problems and results always print.
 """
 
 from __future__ import annotations
@@ -32,8 +32,13 @@ class Reporter:
         self.steps_done = 0
 
     def info(self, message: str) -> None:
+        """Progress and context: hidden by quiet."""
         if not self.quiet:
             self.console.print(message, highlight=False, markup=False)
+
+    def result(self, message: str) -> None:
+        """What the command produced (or a change it made): printed even when quiet."""
+        self.console.print(message, highlight=False, markup=False)
 
     def warn(self, message: str) -> None:
         self.console.print(f"[yellow]warning:[/yellow] {escape(message)}", highlight=False)

@@ -28,6 +28,14 @@ def parse_toy(source: str, persons: int = 1) -> RawClip:
     return RawClip(frames, label, Path(source).stem, subject=seed % 4, warnings=["short"] if length < 3 else [])
 
 
+def parse_slowly(source: str) -> RawClip:
+    """parse_toy at a pace a test can interrupt (0.2 s a file)."""
+    import time
+
+    time.sleep(0.2)
+    return parse_toy(source)
+
+
 def by_subject(meta):
     return {"xsub": ("even subjects train", np.where(meta["subject"] % 2 == 0, 0, 1))}
 

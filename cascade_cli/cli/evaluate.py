@@ -10,8 +10,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from cascade_cli.cli.common import (DeviceOpt, GpuOpt, QuietOpt, choice_enum, device_of, handles_user_errors,
-                                    print_report)
+from cascade_cli.cli.common import (DeviceOpt, GpuOpt, QuietOpt, choice_enum, device_of, err_console,
+                                    handles_user_errors, print_report)
 from cascade_cli.data.splits import SPLITS
 
 
@@ -88,6 +88,10 @@ def predict(
     image_size: Optional[tuple[float, float]] = typer.Option(None, "--image-size", metavar="W H",
                                                              help="Image width and height, for models that "
                                                                   "normalise pixels by image size (Penn Action)."),
+    without_confidence: bool = typer.Option(False, "--without-confidence", help="Accept inputs without the "
+                                            "per-joint confidence channel the model's pipeline uses (Penn Action's "
+                                            "visibility): every joint then counts as visible, and the output says so."),
+    clips: int = typer.Option(1, "--clips", min=1, help="Average the logits of K deterministic temporal views per clip."),
     gpu: Optional[int] = GpuOpt, device: Optional[str] = DeviceOpt,
 ) -> None:
     """Classify raw skeleton files with a trained model, through the model's own preprocessing.
@@ -98,7 +102,8 @@ def predict(
 
     from cascade_cli.predict import predict as run_predict
 
-    results = run_predict(checkpoint, inputs, top_k=top_k, raw=raw, device=device_of(gpu, device), image_size=image_size)
+    results = run_predict(checkpoint, inputs, top_k=top_k, raw=raw, device=device_of(gpu, device), image_size=image_size,
+                          views=clips, without_confidence=without_confidence)
     if as_json:
         typer.echo(json.dumps(results, indent=2))
         return
@@ -109,3 +114,5 @@ def predict(
     for r in results:
         grid.add_row(escape(Path(r["input"]).name), *(f"{escape(t['class'])} ({100 * t['prob']:.1f} %)" for t in r["top"]))
     Console().print(grid)
+    if notes := sorted({r["note"] for r in results if "note" in r}):
+        err_console.print(f"note: {escape('; '.join(notes))}")

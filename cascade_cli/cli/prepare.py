@@ -33,9 +33,9 @@ def _finish_prepare(report: dict, out: Path, quiet: bool) -> None:
     from cascade_cli.data.prepare import REPORT, summary_lines
 
     reporter = Reporter(quiet)
-    for line in summary_lines(report):
-        reporter.info(line)
-    reporter.info(f"dataset written to {out} (problems listed in {out / REPORT})")
+    for line in summary_lines(report):  # the result and its problems: never hidden by --quiet
+        reporter.result(line)
+    reporter.result(f"dataset written to {out} (problems listed in {out / REPORT})")
 
 
 @prepare_app.command("synthetic")
@@ -62,7 +62,7 @@ def prepare_synthetic(
     kwargs = {} if clips_per_class is None else {"clips_per_class": clips_per_class}
     path = make_synthetic(out, seed=seed, overwrite=overwrite, **kwargs)
     ds = open_dataset(path)
-    Reporter(quiet).info(f"wrote {ds.num_clips} clips, {ds.num_classes} classes to {path}")
+    Reporter(quiet).result(f"wrote {ds.num_clips} clips, {ds.num_classes} classes to {path}")
 
 
 @prepare_app.command("ntu60")

@@ -27,7 +27,7 @@ def _config_or_train(stage: str, run_dir: Optional[Path], show_config: bool, qui
     if show_config:
         return print_config(lifecycle.stage_config(stage, run_dir=run_dir, resume=resume, **settings))
     best = getattr(lifecycle, stage)(run_dir, resume=resume, amend=amend, reporter=Reporter(quiet), **settings)
-    Reporter(quiet).info(f"{result_label}: {best}")
+    Reporter(quiet).result(f"{result_label}: {best}")
 
 
 @handles_user_errors

@@ -18,6 +18,7 @@ dominate short runs.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -29,11 +30,13 @@ import numpy as np
 import yaml
 
 from cascade_cli import __version__
-from cascade_cli.errors import UserError
+from cascade_cli.atomic import atomic_path
+from cascade_cli.errors import UserError, require_directory
 from cascade_cli.layouts import Layout
 
 FORMAT_VERSION = 1
 MANIFEST, FRAMES, CLIPS, CONFIDENCE = "dataset.yaml", "frames.f32", "clips.npz", "confidence.f32"
+VERIFIED = ".verified.json"  # the size and mtime of every array file when their checksums last passed
 SPLIT_CODES = {"train": 0, "test": 1}
 # Per-clip integer fields and their stored dtypes; `name` (unicode) and the split.* arrays join them.
 CLIP_FIELDS = {"offset": np.int64, "length": np.int32, "label": np.int32, "persons": np.int8,
@@ -317,6 +320,43 @@ class PreparedDataset:
         membership = self._clips[f"split.{self.resolve_protocol(protocol)}"]
         return np.flatnonzero(membership == SPLIT_CODES[part]).astype(np.int64)
 
+    def check_before_use(self) -> None:
+        """Refuse a damaged dataset before a long job reads it: every checksum, and every frame finite.
+
+        Hashing a large dataset takes a while, so a pass is remembered in `.verified.json` keyed by
+        the size and modification time of every array file; unchanged files are not read again. A
+        read-only dataset is checked every time.
+        """
+        files = sorted({spec["file"] for spec in self.manifest["arrays"].values()})
+        key = {name: [(st := (self.path / name).stat()).st_size, st.st_mtime_ns] for name in files}
+        stamp = self.path / VERIFIED
+        try:
+            if json.loads(stamp.read_text()) == key:
+                return
+        except (OSError, ValueError):
+            pass
+        problems = self.verify() or self.non_finite()
+        if problems:
+            raise UserError(f"{problems[0]}; the dataset is damaged: prepare it again (`cascade data info "
+                            f"{self.path}` lists every problem)")
+        try:
+            with atomic_path(stamp) as tmp:
+                tmp.write_text(json.dumps(key))
+        except OSError:
+            pass  # a dataset on a read-only medium: verified again next time
+
+    def non_finite(self) -> list[str]:
+        """Clips whose frames hold NaN or inf (prepare rejects them, but a writer of its own may not)."""
+        frames, chunk = self.frames, 1 << 16  # frames at a time: bounded memory for any dataset size
+        for start in range(0, len(frames), chunk):
+            block = frames[start:start + chunk]
+            finite = np.isfinite(block).reshape(len(block), -1).all(axis=1)
+            if not finite.all():
+                first = start + int(np.argmin(finite))
+                clip = int(np.searchsorted(self.offsets, first, side="right") - 1)
+                return [f"{self.path / FRAMES}: clip {self.names[clip]!s} holds NaN or inf coordinates"]
+        return []
+
     def verify(self) -> list[str]:
         """Recompute every array's checksum; an empty list means the dataset is intact."""
         problems = []
@@ -342,8 +382,9 @@ def open_dataset(path: str | Path) -> PreparedDataset:
     """Open a prepared dataset, checking the manifest and every array's size but not the checksums."""
     path = Path(path)
     manifest_file = path / MANIFEST
+    require_directory(path, "prepared dataset directory")
     if not manifest_file.is_file():
-        raise UserError(f"{manifest_file}: not found; {path} is not a prepared dataset")
+        raise UserError(f"{path}: not a prepared dataset (no {MANIFEST}); make one with `cascade prepare ...`")
     try:
         manifest = yaml.safe_load(manifest_file.read_text())
     except (yaml.YAMLError, OSError, UnicodeDecodeError) as exc:

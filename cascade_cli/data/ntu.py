@@ -28,7 +28,7 @@ from cascade_cli.atomic import atomic_path
 from cascade_cli.data.format import open_dataset
 from cascade_cli.data.prepare import PrepareSpec, RawClip, Rejected, prepare
 from cascade_cli.data.registry import known_dataset
-from cascade_cli.errors import UserError
+from cascade_cli.errors import UserError, require_directory
 from cascade_cli.progress import Reporter
 
 MAX_SETUP = {"ntu60": 17, "ntu120": 32}
@@ -377,8 +377,7 @@ def prepare_ntu(raw_dir: str | Path, out_dir: str | Path, version: str = "ntu60"
     are skipped and reported. With export_npz, CTR-style npz files are also written into that folder."""
     _check_version(version)
     raw_dir = Path(raw_dir)
-    if not raw_dir.is_dir():
-        raise UserError(f"{raw_dir}: not a directory")
+    require_directory(raw_dir, "folder of raw .skeleton files")
     files = sorted(raw_dir.rglob("*.skeleton"), key=lambda p: (p.name, str(p)))  # name order = CTR order
     if not files:
         raise UserError(f"{raw_dir}: no .skeleton files found")

@@ -15,11 +15,14 @@ this module does the rest once:
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import hashlib
 import json
 import multiprocessing
 import os
 import shutil
+import signal
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +38,7 @@ from cascade_cli.locking import LOCK_FILE, directory_lock
 from cascade_cli.progress import Reporter
 
 REPORT = "prepare_report.json"
+PR_SET_PDEATHSIG = 1  # prctl(2) option: the signal this process gets when its parent dies
 META_FIELDS = ("label", "subject", "camera", "setup")
 
 
@@ -181,6 +185,18 @@ def _chunk_log(work_dir: Path, index: int) -> dict:
         return json.loads(str(shard["log"]))
 
 
+def _end_with_parent(parent: int) -> None:
+    """Pool initializer: have the kernel kill this worker when the process that started it dies, so a
+    killed prepare leaves no worker behind (Linux; elsewhere workers end when their queue closes)."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent died before the request was in place
+        os._exit(1)
+
+
 def _process_chunks(spec: PrepareSpec, parse: Callable[[str], RawClip], chunks: list[Sequence[str]],
                     pending: list[int], work_dir: Path, workers: int, strict: bool, reporter: Reporter) -> None:
     def check(index: int, n_rejected: int) -> None:
@@ -195,11 +211,12 @@ def _process_chunks(spec: PrepareSpec, parse: Callable[[str], RawClip], chunks: 
                 check(*_run_chunk(spec, parse, index, chunks[index], work_dir))
                 advance(len(chunks[index]))
             return
-        # forkserver/spawn rather than fork: the parent may hold torch's thread pools, which fork
-        # can deadlock; workers import only numpy and the parser's module.
-        methods = multiprocessing.get_all_start_methods()
-        context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        # spawn rather than fork: the parent may hold torch's thread pools, which fork can deadlock;
+        # and rather than forkserver, whose server process outlives a killed parent and keeps its
+        # workers alive. Spawned workers are the parent's own children and end with it.
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_end_with_parent,
+                                 initargs=(os.getpid(),)) as pool:
             running = {pool.submit(_run_chunk, spec, parse, i, chunks[i], work_dir) for i in pending[:2 * workers]}
             queued = iter(pending[2 * workers:])  # a bounded queue keeps memory flat for huge datasets
             try:
@@ -240,8 +257,13 @@ def prepare(spec: PrepareSpec, sources: Sequence[str], parse: Callable[[str], Ra
         if out_dir.exists() and not overwrite:  # finished by another process meanwhile
             raise UserError(f"{out_dir} already exists; choose another output directory or pass --overwrite")
         _open_work_dir(work_dir, fingerprint, reporter)
-        report = _prepare_locked(spec, sources, parse, out_dir, work_dir, raw_dir, workers, strict, overwrite,
-                                 skipped, warnings, reporter, chunk_size)
+        try:
+            report = _prepare_locked(spec, sources, parse, out_dir, work_dir, raw_dir, workers, strict, overwrite,
+                                     skipped, warnings, reporter, chunk_size)
+        except UserError:
+            if strict:  # --strict fails with nothing left behind: no dataset, no half-done work
+                shutil.rmtree(work_dir)
+            raise
         shutil.rmtree(work_dir)
     if finalize is not None:
         finalize(out_dir)

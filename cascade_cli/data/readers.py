@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from cascade_cli.data.prepare import Rejected
-from cascade_cli.errors import UserError
+from cascade_cli.errors import require_directory
 
 
 def source_files(raw_dir: str | Path, suffixes: tuple[str, ...], subdir: str | None = None) -> list[str]:
@@ -20,8 +20,7 @@ def source_files(raw_dir: str | Path, suffixes: tuple[str, ...], subdir: str | N
     such subfolder: users point at either the dataset root or the folder of annotation files."""
     root = Path(raw_dir)
     folder = root / subdir if subdir and (root / subdir).is_dir() else root
-    if not folder.is_dir():
-        raise UserError(f"{raw_dir}: not a directory")
+    require_directory(folder, "folder of raw files")
     return sorted(str(p) for p in folder.iterdir() if p.suffix in suffixes and p.is_file())
 
 

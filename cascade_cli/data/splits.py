@@ -46,6 +46,10 @@ class Splits:
     train: np.ndarray  # the protocol's training clips less the validation ones
     val: np.ndarray
     test: np.ndarray
+    unvalidated: tuple[int, ...] = ()  # classes too small to give a validation clip: all in training
+
+    def unvalidated_names(self) -> list[str]:
+        return [self.dataset.class_names[c] for c in self.unvalidated]
 
     def indices(self, split: str) -> np.ndarray:
         if split not in SPLITS:
@@ -57,7 +61,9 @@ def protocol_splits(dataset: PreparedDataset, protocol: str, val_fraction: float
     """Train / validation / test indices of one protocol; validation comes out of training."""
     protocol = dataset.resolve_protocol(protocol)
     train, val = stratified_split(dataset.labels, dataset.split_indices(protocol, "train"), val_fraction, seed)
-    return Splits(dataset, protocol, train, val, dataset.split_indices(protocol, "test"))
+    unvalidated = np.setdiff1d(dataset.labels[train], dataset.labels[val]) if val_fraction > 0 else []
+    return Splits(dataset, protocol, train, val, dataset.split_indices(protocol, "test"),
+                  tuple(int(c) for c in unvalidated))
 
 
 def run_splits(cfg: Config, dataset: PreparedDataset | None = None) -> Splits:

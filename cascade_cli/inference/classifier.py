@@ -15,6 +15,7 @@ from cascade_cli.checkpoint import load_checkpoint, resolve_checkpoint
 from cascade_cli.config import Config
 from cascade_cli.data.format import PreparedDataset
 from cascade_cli.data.pipeline import model_input_shape
+from cascade_cli.data.registry import KNOWN_DATASETS
 from cascade_cli.errors import UserError
 from cascade_cli.layouts import Layout
 from cascade_cli.model import CascadeFormer, build_classifier
@@ -41,6 +42,17 @@ class Classifier:
     def input_shape(self) -> tuple[int, int]:
         """(joints, channels) of one model input frame, persons side by side."""
         return self.meta["num_joints"], self.meta["in_channels"]
+
+    @property
+    def zeroes_invisible_joints(self) -> bool:
+        """Whether the model was trained on per-joint confidence (Penn: visibility) with joints at or
+        below data.min_confidence zeroed, so an input must carry that channel to be seen the same way.
+        Checkpoints from before the `confidence` entry fall back on the registry's dataset facts."""
+        confidence = self.meta.get("confidence")
+        if confidence is None:
+            known = KNOWN_DATASETS.get(self.meta.get("dataset", ""))
+            confidence = bool(known and known.confidence)
+        return confidence and self.config.data.invisible == "zero"
 
     def check_dataset(self, dataset: PreparedDataset) -> None:
         """Refuse a dataset whose labels would mean other classes, or whose frames the model cannot take."""

@@ -102,8 +102,13 @@ def _check_layout(clip: InputClip, layout: Layout) -> None:
 
 
 def model_input(clip: InputClip, classifier: Classifier, *, raw: bool = False,
-                image_size: tuple[float, float] | None = None, view: int = 0, views: int = 1) -> torch.Tensor:
-    """One clip -> (T, J', C') float32 model input, as the checkpoint's test split was fed."""
+                image_size: tuple[float, float] | None = None, view: int = 0, views: int = 1,
+                without_confidence: bool = False) -> torch.Tensor:
+    """One clip -> (T, J', C') float32 model input, as the checkpoint's test split was fed.
+
+    A clip without the confidence channel the model's pipeline uses (Penn Action's visibility) is
+    refused rather than silently preprocessed another way; without_confidence=True accepts it, every
+    joint then counting as visible."""
     cfg, layout = classifier.config, classifier.layout
     J_in, C_in = classifier.input_shape
     if raw:
@@ -115,6 +120,13 @@ def model_input(clip: InputClip, classifier: Classifier, *, raw: bool = False,
         if cfg.data.normalize == "image" and image_size is None:
             raise UserError(f"{classifier.path}: this model normalises by image size; pass --image-size WIDTH HEIGHT")
         _check_layout(clip, layout)
+        if clip.confidence is None and classifier.zeroes_invisible_joints and not without_confidence:
+            channels = f"{layout.coords} + 1"
+            raise UserError(f"{clip.source}: no per-joint confidence channel, but the model zeroes joints whose "
+                            f"confidence is <= {cfg.data.min_confidence} (data.invisible=zero, trained on "
+                            f"{classifier.meta.get('dataset')}); give {channels} values per joint with the confidence "
+                            "(Penn Action: visibility 0/1) last, or pass --without-confidence to count every "
+                            "joint as visible")
         # The model saw `persons` people side by side when trained with data.person=both.
         persons = J_in // output_shape(cfg.data.representation, layout.num_joints, len(layout.bones), layout.coords)[0]
         frames, confidence = clip.frames, clip.confidence

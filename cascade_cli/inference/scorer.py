@@ -111,15 +111,15 @@ class _InputItems(Dataset):
 
 def score_inputs(classifier: Classifier, inputs: Sequence[str | Path], *, raw: bool = False,
                  image_size: tuple[float, float] | None = None, views: int = 1, batch_size: int | None = None,
-                 reporter: Reporter | None = None) -> Scores:
+                 reporter: Reporter | None = None, without_confidence: bool = False) -> Scores:
     """Scores of every clip of every raw input file (see inference.inputs), through the checkpoint's
     own preprocessing, or fed as given with raw=True."""
     _check_views(classifier, views)
     if raw and views > 1:
         raise UserError("--raw inputs are fed as given: there is only one temporal view")
     clips = [clip for path in inputs for clip in read_inputs(Path(path), classifier.layout.coords)]
-    tensors = [model_input(clip, classifier, raw=raw, image_size=image_size, view=v, views=views)
-               for clip in clips for v in range(views)]
+    tensors = [model_input(clip, classifier, raw=raw, image_size=image_size, view=v, views=views,
+                           without_confidence=without_confidence) for clip in clips for v in range(views)]
     cfg = classifier.config
     logits, embeddings, labels = _score(classifier, _InputItems(tensors), len(clips), views,
                                         batch_size or cfg.eval_batch_size, 0, reporter or Reporter(quiet=True))

@@ -36,7 +36,7 @@ from torch import Tensor, nn
 import cascade_cli
 from cascade_cli.checkpoint import git_commit, save_checkpoint
 from cascade_cli.config import Config, load_config, to_dict
-from cascade_cli.errors import UserError
+from cascade_cli.errors import UserError, require_directory
 from cascade_cli.model import build_classifier, build_t1
 from cascade_cli.model.encoder import check_heads
 from cascade_cli.official.release import DATASETS, DEFAULT_REVISION, HUB_REPO, VARIANTS, hub_folder
@@ -150,7 +150,7 @@ def convert_official(source_dir: str | Path, out_path: str | Path, *, dataset: s
     common = {"variant": variant, "dataset": spec.name, "protocol": spec.protocol, "layout": spec.layout.to_dict(),
               "class_names": list(spec.class_names), "num_joints": num_joints, "in_channels": in_channels,
               "representation": cfg.data.representation, "person": cfg.data.person, "epoch": None,
-              "selected_by": "official release", "git_commit": git_commit()}
+              "selected_by": "official release", "git_commit": git_commit(), "confidence": spec.dataset.confidence}
     provenance = {"hub": _hub_origin(source), "converted_by": f"cascade_cli {cascade_cli.__version__}",
                   "heads": sizes["t1_heads"], "heads_from": "user" if heads else "table B.4"}
     outputs = {}
@@ -169,8 +169,7 @@ def convert_official(source_dir: str | Path, out_path: str | Path, *, dataset: s
 
 def _find_files(source: Path) -> dict[str, Path]:
     """role -> file, found by name suffix anywhere below `source` (the code nests NTU in NTU_CS/)."""
-    if not source.is_dir():
-        raise UserError(f"{source}: not a directory of official checkpoint files")
+    require_directory(source, "folder of official checkpoint files")
     found: dict[str, list[Path]] = {}
     for path in sorted(source.rglob("*.pt")):
         for role in ROLES:

@@ -14,7 +14,7 @@ import contextlib
 import json
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +41,7 @@ from cascade_cli.training.run_dir import RunState, trainer_state_path
 @dataclass
 class StageSetup:
     cfg: Config
-    run: RunState
+    run: RunState | None  # set once the run directory is open
     model: torch.nn.Module
     objective: Objective
     splits: Splits
@@ -74,16 +74,27 @@ def _micro_batches(batch: Batch, parts: int) -> list[Batch]:
     return [Batch(*chunk) for chunk in zip(*(t.tensor_split(parts) for t in batch)) if len(chunk[2])]
 
 
-def _check_setup(setup: StageSetup, ctx: Dist) -> None:
-    name, splits = setup.objective.name, setup.splits
-    if setup.select == "val" and len(splits.val) == 0:
-        raise UserError(f"config key '{name}.select': 'val' needs a validation split; "
-                        "set data.val_fraction > 0 or select=last")
+def check_inputs(setup: StageSetup, ctx: Dist, reporter: Reporter) -> StageSetup:
+    """What can be known wrong about a stage's inputs, checked before anything is written. A stage
+    without validation clips keeps its last epoch, and says so."""
+    name, splits, cfg = setup.objective.name, setup.splits, setup.cfg
+    splits.dataset.check_before_use()
     if len(splits.train) == 0:
         raise UserError(f"{splits.dataset.path}: the training split of protocol '{splits.protocol}' is empty")
-    if setup.batch_size < ctx.world_size * setup.cfg.accumulate:
+    if setup.batch_size < ctx.world_size * cfg.accumulate:
         raise UserError(f"{name}.batch_size={setup.batch_size} is the global batch: it must be at least "
-                        f"processes x accumulate = {ctx.world_size * setup.cfg.accumulate}")
+                        f"processes x accumulate = {ctx.world_size * cfg.accumulate}")
+    if splits.unvalidated:
+        reporter.warn(f"{len(splits.unvalidated)} class(es) have too few training clips to hold one out for "
+                      f"validation, so they stay in training and are not validated: "
+                      f"{', '.join(splits.unvalidated_names())} (data.val_fraction={cfg.data.val_fraction})")
+    if setup.select == "val" and len(splits.val) == 0:
+        why = ("data.val_fraction is 0" if cfg.data.val_fraction == 0 else
+               "no class has enough training clips to hold one out")
+        reporter.warn(f"no validation split ({why}): {name} keeps its last epoch as the selected checkpoint")
+        setup = replace(setup, select="last")
+    make_loader(splits.dataset, splits.train, cfg, train=True, batch_size=setup.batch_size, ctx=ctx)
+    return setup
 
 
 def _amended_total(setup: StageSetup, state: dict, optimizer: torch.optim.Optimizer, steps_per_epoch: int) -> int:
@@ -99,7 +110,6 @@ def fit(setup: StageSetup, device: torch.device, reporter: Reporter, ctx: Dist =
     run_dir, resume = setup.run.path, setup.run.resumable
     ckpt_dir = run_dir / "checkpoints"
     ds = setup.splits.dataset
-    _check_setup(setup, ctx)
 
     if cfg.fast_cpu_dropout and device.type == "cpu":
         use_fast_dropout(model)  # same parameters and names; only the CPU training-time masks change
@@ -157,7 +167,8 @@ def fit(setup: StageSetup, device: torch.device, reporter: Reporter, ctx: Dist =
             model, device_ids=[device.index] if device.type == "cuda" else None)
     if cfg.compile:
         train_model = torch.compile(train_model)
-    val_loader = make_loader(ds, setup.splits.val, cfg, train=False, batch_size=cfg.eval_batch_size)
+    val_loader = (make_loader(ds, setup.splits.val, cfg, train=False, batch_size=cfg.eval_batch_size)
+                  if len(setup.splits.val) else None)
     for epoch in range(start_epoch, setup.epochs + 1):
         t0 = time.perf_counter()
         loader = make_loader(ds, setup.splits.train, cfg, train=True, batch_size=setup.batch_size, epoch=epoch,
@@ -167,7 +178,10 @@ def fit(setup: StageSetup, device: torch.device, reporter: Reporter, ctx: Dist =
         sums: dict[str, torch.Tensor] = {}
         seen = torch.zeros((), device=device)
         reporter.start_epoch(objective.name, epoch, setup.epochs, len(loader))
+        nonfinite_input = None  # a batch whose inputs hold NaN or inf (checked on the CPU: no device sync)
         for step, batch in enumerate(loader, 1):
+            if nonfinite_input is None and not torch.isfinite(batch.x).all():
+                nonfinite_input = step
             optimizer.zero_grad(set_to_none=True)
             micro = _micro_batches(batch, cfg.accumulate)
             for i, part in enumerate(micro):
@@ -189,6 +203,10 @@ def fit(setup: StageSetup, device: torch.device, reporter: Reporter, ctx: Dist =
             if step % LOG_EVERY == 0 or step == len(loader):
                 running = {k: (v / seen).item() for k, v in sums.items()}
                 if not math.isfinite(running["loss"]):
+                    if nonfinite_input is not None:
+                        raise UserError(f"{objective.name} epoch {epoch}: loss became {running['loss']} because "
+                                        f"batch {nonfinite_input}'s inputs hold NaN or inf: check the data "
+                                        f"(`cascade data info {ds.path}`) and the data.* settings that transform it")
                     raise UserError(f"{objective.name} epoch {epoch}: loss became {running['loss']}; lower "
                                     f"{objective.name}.optim.lr or enable {objective.name}.optim.grad_clip")
                 reporter.step(running, int(seen.item()), advance=step - reporter.steps_done)
@@ -248,5 +266,5 @@ def _log_amendment(setup: StageSetup, lr_before: float, lr_after: float, total: 
         "changes": amendment["changes"], "lr_before": lr_before, "lr_after": lr_after,
         "schedule_steps": total}))
     changed = ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in amendment["changes"].items())
-    reporter.info(f"amended after epoch {amendment['epoch']}: {changed}; the run continues on the schedule of "
+    reporter.result(f"amended after epoch {amendment['epoch']}: {changed}; the run continues on the schedule of "
                   f"{setup.epochs} epochs, learning rate {lr_before:.3g} -> {lr_after:.3g}")

@@ -22,7 +22,7 @@ import yaml
 
 from cascade_cli.atomic import write_text
 from cascade_cli.checkpoint import checkpoint_meta
-from cascade_cli.config import Config, config_from_dict, dump_yaml, to_dict
+from cascade_cli.config import Config, config_from_dict, dump_yaml, to_dict, yaml_error
 from cascade_cli.errors import UserError
 from cascade_cli.locking import directory_lock
 
@@ -58,7 +58,7 @@ def read_run_config(run_dir: Path) -> tuple[dict, list[dict]]:
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
-        raise UserError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        raise yaml_error(path, exc) from None
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected a mapping of config sections")
     return data, list(data.pop("history", None) or [])

@@ -8,6 +8,7 @@ business (cascade_cli/lifecycle.py); here the config is taken as the whole truth
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -21,7 +22,7 @@ from cascade_cli.model import build_classifier, build_t1, set_t1_trainable
 from cascade_cli.progress import Reporter
 from cascade_cli.runtime import resolve_device
 from cascade_cli.training.distributed import Dist, barrier, init_distributed
-from cascade_cli.training.loop import StageSetup, fit
+from cascade_cli.training.loop import StageSetup, check_inputs, fit
 from cascade_cli.training.objectives import FinetuneObjective, PretrainObjective
 from cascade_cli.training.run_dir import RunState, open_run, pending_amendment, trainer_state_path
 
@@ -32,7 +33,7 @@ def _dataset_meta(splits: Splits, cfg: Config) -> dict:
     return {"git_commit": git_commit(), "dataset": ds.name, "dataset_path": str(ds.path), "protocol": splits.protocol,
             "layout": ds.layout.to_dict(), "class_names": list(ds.class_names),
             "representation": cfg.data.representation, "person": cfg.data.person,
-            "num_joints": num_joints, "in_channels": in_channels}
+            "num_joints": num_joints, "in_channels": in_channels, "confidence": ds.has_confidence}
 
 
 def _launch(cfg: Config, reporter: Reporter) -> tuple[torch.device, Dist, Reporter]:
@@ -45,19 +46,20 @@ def _launch(cfg: Config, reporter: Reporter) -> tuple[torch.device, Dist, Report
     return device, ctx, reporter if ctx.is_main else Reporter(quiet=True)
 
 
-def _fit_in_run_dir(setup_of, stage: str, cfg: Config, run_dir: Path, device: torch.device, ctx: Dist,
-                    reporter: Reporter, resume: bool, amend: bool, announce: str) -> Path:
-    """Rank 0 opens (locks, checks, amends) the run directory and trains; the other ranks wait for it
-    to be ready, then train with the same view of it."""
+def _fit_in_run_dir(setup: StageSetup, run_dir: Path, device: torch.device, ctx: Dist, reporter: Reporter,
+                    resume: bool, amend: bool, announce: str) -> Path:
+    """Check the inputs, then rank 0 opens (locks, checks, amends) the run directory and trains; the
+    other ranks wait for it to be ready, then train with the same view of it."""
+    setup = check_inputs(setup, ctx, reporter)
     if ctx.is_main:
-        with open_run(run_dir, cfg, stage, resume=resume, amend=amend) as run:
+        with open_run(run_dir, setup.cfg, setup.objective.name, resume=resume, amend=amend) as run:
             reporter.info(announce)
             barrier(ctx)
-            return fit(setup_of(run), device, reporter, ctx)
+            return fit(replace(setup, run=run), device, reporter, ctx)
     barrier(ctx)
     resumable = resume and trainer_state_path(run_dir).is_file()
     run = RunState(run_dir, resumable, pending_amendment(run_dir) if resumable else None)
-    return fit(setup_of(run), device, reporter, ctx)
+    return fit(replace(setup, run=run), device, reporter, ctx)
 
 
 def _model_error(exc: ValueError) -> UserError:
@@ -84,10 +86,9 @@ def pretrain(cfg: Config, run_dir: str | Path, reporter: Reporter, resume: bool 
     announce = (f"pretraining CascadeFormer {cfg.model.variant} T1 ({_count(model)} parameters) on "
                 f"{ds.name}/{splits.protocol}: {len(splits.train)} train, {len(splits.val)} val clips, {device}")
     meta = {"kind": "pretrain", "variant": cfg.model.variant, **_dataset_meta(splits, cfg)}
-    return _fit_in_run_dir(lambda run: StageSetup(cfg, run, model, PretrainObjective(cfg), splits, cfg.pretrain.epochs,
-                                                  cfg.pretrain.batch_size, cfg.pretrain.optim, cfg.pretrain.select,
-                                                  meta),
-                           "pretrain", cfg, run_dir, device, ctx, reporter, resume, amend, announce)
+    setup = StageSetup(cfg, None, model, PretrainObjective(cfg), splits, cfg.pretrain.epochs, cfg.pretrain.batch_size,
+                       cfg.pretrain.optim, cfg.pretrain.select, meta)
+    return _fit_in_run_dir(setup, run_dir, device, ctx, reporter, resume, amend, announce)
 
 
 def finetune(cfg: Config, run_dir: str | Path, reporter: Reporter, resume: bool = False,
@@ -127,7 +128,6 @@ def finetune(cfg: Config, run_dir: str | Path, reporter: Reporter, resume: bool 
                 f"{len(splits.val)} val clips, {device}")
     meta = {"kind": "finetune", "variant": cfg.model.variant, "num_classes": ds.num_classes,
             "pretrained": str(cfg.finetune.pretrained), **_dataset_meta(splits, cfg)}
-    return _fit_in_run_dir(lambda run: StageSetup(cfg, run, model, FinetuneObjective(cfg), splits, cfg.finetune.epochs,
-                                                  cfg.finetune.batch_size, cfg.finetune.optim, cfg.finetune.select,
-                                                  meta),
-                           "finetune", cfg, run_dir, device, ctx, reporter, resume, amend, announce)
+    setup = StageSetup(cfg, None, model, FinetuneObjective(cfg), splits, cfg.finetune.epochs, cfg.finetune.batch_size,
+                       cfg.finetune.optim, cfg.finetune.select, meta)
+    return _fit_in_run_dir(setup, run_dir, device, ctx, reporter, resume, amend, announce)

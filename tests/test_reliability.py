@@ -1,0 +1,310 @@
+"""What a new user hit on small, custom and broken inputs: each a clear line, nothing half-written."""
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from cascade_cli import lifecycle
+from cascade_cli.cli import app
+from cascade_cli.data.format import DatasetWriter, open_dataset
+from cascade_cli.errors import UserError
+from cascade_cli.layouts import NTU25
+from cascade_cli.progress import Reporter
+from tests.conftest import TINY, shared_dataset
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def tiny_set(path, clips_per_class, extra=None, frames=None) -> Path:
+    """A small NTU-25 dataset: `clips_per_class[c]` training clips of class c, two test clips each."""
+    rng = np.random.default_rng(0)
+    with DatasetWriter(path, "tiny", NTU25, 1, [f"class{c}" for c in range(len(clips_per_class))],
+                       extra_fields={k: np.int32 for k in extra or {}}) as writer:
+        membership = []
+        for c, n in enumerate(clips_per_class):
+            for i in range(n + 2):
+                clip = frames(c, i) if frames else rng.normal(size=(20, 1, 25, 3)).astype(np.float32) + c
+                writer.add_clip(clip, c, f"c{c}_{i}", extra={k: v for k, v in (extra or {}).items()})
+                membership.append(0 if i < n else 1)
+        writer.set_protocol("p", "first clips train, the last two of each class test", membership)
+    return path
+
+
+def train_args(data, run, *extra):
+    return [*[part for o in (*TINY, "pretrain.epochs=1", "finetune.epochs=1", *extra) for part in ("--set", o)],
+            "--data", str(data), "--run-dir", str(run)]
+
+
+# ----------------------------------------------------------------------------------------------
+# 1. Small datasets
+
+
+def test_classes_too_small_to_validate_stay_in_training_with_a_warning(tmp_path, capsys):
+    data = tiny_set(tmp_path / "data", [1, 5, 1])
+    best = lifecycle.pretrain(tmp_path / "pre", data=data, overrides=[*TINY, "pretrain.epochs=1"],
+                              reporter=Reporter())
+    out = capsys.readouterr().out
+    assert best.is_file()
+    assert "2 class(es) have too few training clips" in out and "class0, class2" in out
+    lifecycle.finetune(tmp_path / "ft", pretrained=tmp_path / "pre", overrides=["finetune.epochs=1"])
+    from cascade_cli.data.splits import run_splits
+
+    cfg = lifecycle.stage_config("finetune", run_dir=tmp_path / "ft", resume=True)
+    validated = set(open_dataset(data).labels[run_splits(cfg).val].tolist())
+    assert validated == {1}
+
+
+@pytest.mark.parametrize("fraction", ["0", "0.5"])
+def test_no_validation_split_keeps_the_last_epoch_and_says_so(tmp_path, fraction):
+    data = tiny_set(tmp_path / "data", [1, 1, 1] if fraction == "0.5" else [3, 3])
+    pre = CliRunner().invoke(app, ["pretrain", *train_args(data, tmp_path / "pre", f"data.val_fraction={fraction}")])
+    assert pre.exit_code == 0, pre.output
+    assert "Traceback" not in pre.output
+    ft = CliRunner().invoke(app, ["finetune", "--pretrained", str(tmp_path / "pre"),
+                                  *train_args(data, tmp_path / "ft", f"data.val_fraction={fraction}")])
+    assert ft.exit_code == 0, ft.output
+    assert "no validation split" in ft.output and "keeps its last epoch" in ft.output
+    from cascade_cli.checkpoint import checkpoint_meta
+
+    assert checkpoint_meta(tmp_path / "ft" / "checkpoints" / "best.safetensors")["selected_by"] == "last epoch"
+
+
+def test_unusable_inputs_leave_no_run_directory(tmp_path):
+    data = tiny_set(tmp_path / "data", [3, 3])
+    result = CliRunner().invoke(app, ["pretrain", *train_args(data, tmp_path / "pre", "pretrain.batch_size=1",
+                                                              "accumulate=2")])
+    assert result.exit_code == 2 and "batch_size=1 is the global batch" in result.output
+    assert not (tmp_path / "pre").exists()
+    # ...so the same command, corrected, just works (nothing blocks it).
+    ok = CliRunner().invoke(app, ["pretrain", *train_args(data, tmp_path / "pre")])
+    assert ok.exit_code == 0, ok.output
+
+
+# ----------------------------------------------------------------------------------------------
+# 2. Quiet hides progress, never problems or results
+
+
+def test_quiet_keeps_rejections_and_results(tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for path in sorted(shared_dataset("nw_ucla", "all_sqe").glob("a01_s01_*.json"))[:3]:
+        (raw / path.name).write_bytes(path.read_bytes())
+    (raw / "a02_s01_e00_v01.json").write_text('{"file_name": "a02_s01_e00_v01", "skeletons": [[')
+    prepared = CliRunner().invoke(app, ["prepare", "nucla", "--raw-dir", str(raw), "--out", str(tmp_path / "ds"),
+                                        "--workers", "1", "--quiet"])
+    assert prepared.exit_code == 0, prepared.output
+    assert "rejected" in prepared.output and "a02_s01_e00_v01.json" in prepared.output
+    assert "prepared 3 of 4 files" in prepared.output
+
+    data = tiny_set(tmp_path / "data", [3, 3])
+    for stage, extra in (("pretrain", []), ("finetune", ["--pretrained", str(tmp_path / "pre")])):
+        result = CliRunner().invoke(app, [stage, *extra, *train_args(data, tmp_path / stage[:3]), "--quiet"])
+        assert result.exit_code == 0, result.output
+        label = "pretrained T1" if stage == "pretrain" else "finetuned model"
+        assert f"{label}: {tmp_path / stage[:3] / 'checkpoints' / 'best.safetensors'}" in result.output
+        assert "epoch 1/1" not in result.output  # progress stays hidden
+
+
+# ----------------------------------------------------------------------------------------------
+# 3. predict never changes the preprocessing silently
+
+
+@pytest.fixture(scope="module")
+def penn_model(tmp_path_factory):
+    from cascade_cli.data.penn import prepare_penn
+
+    root = tmp_path_factory.mktemp("penn")
+    prepare_penn(shared_dataset("penn_action", "labels").parent, root / "data", workers=2)
+    overrides = [*TINY, "pretrain.epochs=1", "finetune.epochs=1", "data.normalize=image", "data.invisible=zero"]
+    lifecycle.pretrain(root / "pre", data=root / "data", overrides=overrides)
+    lifecycle.finetune(root / "ft", pretrained=root / "pre")
+    return root
+
+
+def test_a_penn_clip_without_visibility_is_refused_unless_accepted(penn_model, tmp_path):
+    from cascade_cli.inference import load_classifier, score_indices
+    from cascade_cli.predict import predict
+
+    ds = open_dataset(penn_model / "data")
+    i = next(k for k in range(ds.num_clips) if (ds.clip_confidence(k) == 0).any())  # a clip with invisible joints
+    xy, visible = ds.clip(i)[:, 0], ds.clip_confidence(i)[:, 0]
+    size = (float(ds.meta("width")[i]), float(ds.meta("height")[i]))
+    np.save(tmp_path / "xy.npy", xy)
+    np.save(tmp_path / "xyv.npy", np.concatenate([xy, visible[..., None]], axis=-1))
+    with pytest.raises(UserError, match=r"xy\.npy: no per-joint confidence channel.*--without-confidence"):
+        predict(penn_model / "ft", [tmp_path / "xy.npy"], image_size=size)
+    # With the visibility channel: exactly what evaluation computes for that clip.
+    (full,) = predict(penn_model / "ft", [tmp_path / "xyv.npy"], image_size=size)
+    expected = score_indices(load_classifier(penn_model / "ft"), ds, [i]).logits[0]
+    np.testing.assert_allclose(full["logits"], expected, atol=1e-5)
+    assert "note" not in full
+    # Accepted on purpose: another input, and the output says so.
+    (accepted,) = predict(penn_model / "ft", [tmp_path / "xy.npy"], image_size=size, without_confidence=True)
+    assert "without confidence" in accepted["note"] and not np.allclose(accepted["logits"], expected, atol=1e-5)
+    cli = CliRunner().invoke(app, ["predict", str(penn_model / "ft"), str(tmp_path / "xy.npy"), "--image-size",
+                                   *map(str, size), "--without-confidence"])
+    assert cli.exit_code == 0 and "note: without confidence" in cli.output
+
+
+# ----------------------------------------------------------------------------------------------
+# 4. Damaged data is refused before training; non-finite inputs are named as such
+
+
+def test_a_flipped_byte_stops_training_before_anything_is_written(tmp_path, monkeypatch):
+    import cascade_cli.data.format as fmt
+
+    data = tiny_set(tmp_path / "data", [3, 3])
+    calls = []
+    real_verify = fmt.PreparedDataset.verify
+    monkeypatch.setattr(fmt.PreparedDataset, "verify", lambda self: calls.append(1) or real_verify(self))
+    lifecycle.pretrain(tmp_path / "ok", data=data, overrides=[*TINY, "pretrain.epochs=1"])
+    lifecycle.pretrain(tmp_path / "ok2", data=data, overrides=[*TINY, "pretrain.epochs=1"])
+    assert len(calls) == 1  # verified once; the stamp spares unchanged files a second hashing
+    frames = data / "frames.f32"
+    raw = bytearray(frames.read_bytes())
+    raw[100] ^= 0xFF
+    frames.write_bytes(bytes(raw))
+    with pytest.raises(UserError, match=r"frames\.f32: array 'frames' does not match its checksum.*cascade data info"):
+        lifecycle.pretrain(tmp_path / "bad", data=data, overrides=[*TINY, "pretrain.epochs=1"])
+    assert not (tmp_path / "bad").exists()
+
+
+def test_nan_frames_are_named_before_training(tmp_path):
+    # A dataset from a writer of one's own, with matching checksums but a NaN in clip c1_2.
+    import hashlib
+
+    import yaml
+
+    data = tiny_set(tmp_path / "data", [3, 3])
+    ds = open_dataset(data)
+    frames = np.memmap(data / "frames.f32", dtype=np.float32, mode="r+", shape=ds.frames.shape)
+    frames[int(ds.offsets[list(ds.names).index("c1_2")]) + 3, 0, 4, 1] = np.nan
+    frames.flush()
+    manifest = yaml.safe_load((data / "dataset.yaml").read_text())
+    manifest["arrays"]["frames"]["sha256"] = hashlib.sha256((data / "frames.f32").read_bytes()).hexdigest()
+    (data / "dataset.yaml").write_text(yaml.safe_dump(manifest))
+    with pytest.raises(UserError, match=r"clip c1_2 holds NaN or inf coordinates"):
+        lifecycle.pretrain(tmp_path / "pre", data=data, overrides=[*TINY, "pretrain.epochs=1"])
+    assert not (tmp_path / "pre").exists()
+
+
+def test_non_finite_inputs_are_blamed_on_the_data_not_the_learning_rate(tmp_path):
+    # Image-size normalisation by a width of 0: finite data, infinite model inputs.
+    data = tiny_set(tmp_path / "data", [3, 3], extra={"width": 0, "height": 0})
+    with pytest.raises(UserError, match=r"loss became nan because batch 1's inputs hold NaN or inf.*data info"):
+        lifecycle.pretrain(tmp_path / "pre", data=data, overrides=[*TINY, "pretrain.epochs=1", "data.normalize=image"])
+
+
+# ----------------------------------------------------------------------------------------------
+# 5. A killed prepare takes its workers with it
+
+
+def _descendants(pid: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def _running(pid: int) -> bool:
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc (Linux) to follow child processes")
+def test_killing_prepare_leaves_no_worker_behind(tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for i in range(40):
+        (raw / f"clip_{i:03d}.txt").write_text(f"{i % 3} 5")
+    code = ("import sys; from cascade_cli.data.prepare import prepare; from tests.test_prepare import SPEC, parse_slowly; "
+            f"prepare(SPEC, sorted(str(p) for p in __import__('pathlib').Path({str(raw)!r}).iterdir()), parse_slowly, "
+            f"{str(tmp_path / 'out')!r}, raw_dir='raw', workers=2, chunk_size=1)")
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO)
+    deadline, workers = time.time() + 60, set()
+    while time.time() < deadline and len(workers) < 2 and proc.poll() is None:
+        workers = _descendants(proc.pid)
+        time.sleep(0.05)
+    assert len(workers) >= 2, "the pool never started"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.time() + 10
+    while time.time() < deadline and any(_running(p) for p in workers):
+        time.sleep(0.1)
+    left = [p for p in workers if _running(p)]
+    for p in left:
+        os.kill(p, signal.SIGKILL)
+    assert not left, f"{len(left)} process(es) outlived the killed prepare"
+
+
+# ----------------------------------------------------------------------------------------------
+# 6. Strict leaves nothing, files follow the umask, YAML errors have a line, paths say what is wrong
+
+
+def test_strict_failure_leaves_no_partial_folder(tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for path in sorted(shared_dataset("nw_ucla", "all_sqe").glob("a01_s01_*.json"))[:3]:
+        (raw / path.name).write_bytes(path.read_bytes())
+    (raw / "a02_s01_e00_v01.json").write_text("{")
+    result = CliRunner().invoke(app, ["prepare", "nucla", "--raw-dir", str(raw), "--out", str(tmp_path / "ds"),
+                                      "--workers", "1", "--strict"])
+    assert result.exit_code == 2 and "a02_s01_e00_v01.json" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["raw"]
+
+
+def test_checkpoints_follow_the_umask_like_every_other_file(tmp_path):
+    data = tiny_set(tmp_path / "data", [3, 3])
+    old = os.umask(0o027)
+    try:
+        lifecycle.pretrain(tmp_path / "pre", data=data, overrides=[*TINY, "pretrain.epochs=1"])
+    finally:
+        os.umask(old)
+    run = tmp_path / "pre"
+    modes = {p.relative_to(run).as_posix(): stat.S_IMODE(p.stat().st_mode) for p in run.rglob("*") if p.is_file()}
+    assert modes["checkpoints/best.safetensors"] == modes["config.yaml"] == 0o640, modes
+    assert set(modes.values()) == {0o640}, modes
+
+
+def test_yaml_syntax_errors_name_the_line(tmp_path):
+    from cascade_cli.config import load_config
+
+    preset = tmp_path / "mine.yaml"
+    preset.write_text("model:\n  d_model: 64\n  t1_layers: [2\npretrain:\n  epochs: 3\n")
+    with pytest.raises(UserError, match=r"mine\.yaml line 4, column 9: not valid YAML"):
+        load_config(str(preset))
+
+
+def test_missing_and_wrong_directories_say_which(tmp_path):
+    (tmp_path / "file").write_text("x")
+    runner = CliRunner()
+    missing = runner.invoke(app, ["pretrain", "--data", str(tmp_path / "nowhere"), "--run-dir", str(tmp_path / "r")])
+    assert missing.exit_code == 2 and "nowhere: no such prepared dataset directory" in missing.output
+    wrong = runner.invoke(app, ["pretrain", "--data", str(tmp_path / "file"), "--run-dir", str(tmp_path / "r")])
+    assert "file: is a file, but a prepared dataset directory is expected" in wrong.output
+    raw = runner.invoke(app, ["prepare", "penn", "--raw-dir", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")])
+    assert raw.exit_code == 2 and "nowhere: no such folder of raw files" in raw.output
+    empty = runner.invoke(app, ["pretrain", "--data", str(tmp_path), "--run-dir", str(tmp_path / "r")])
+    assert f"{tmp_path}: not a prepared dataset (no dataset.yaml)" in empty.output
