@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import yaml
 
-from cascade_cli.errors import UserError
+from cascade_cli.errors import UserError, read_yaml_mapping
 
 PRESETS_DIR = Path(__file__).resolve().parent / "presets"
 
@@ -53,8 +53,9 @@ class DataConfig:
     # code does, or kept. Datasets without confidence are unaffected.
     invisible: Literal["zero", "keep"] = "zero"
     min_confidence: float = field(default=0.0, metadata=_range(0.0, 1.0))
-    # Joint subtracted from every frame (its position in the first frame), -1 for none.
-    center_joint: int = field(default=-1, metadata=_range(-1))
+    # Joint subtracted from every frame (its position in the first frame); -1 for none; -2 for the
+    # layout's centre joint (`center` of a layout file), whatever the joint order.
+    center_joint: int = field(default=-1, metadata=_range(-2))
     # Random rotation about each of rotate_axes, uniform in [-rotate, rotate] radians; training only.
     rotate: float = field(default=0.0, metadata=_range(0.0))
     rotate_axes: Literal["xyz", "xy"] = "xyz"
@@ -331,7 +332,7 @@ def _preset_chain(name: str, seen: tuple[str, ...] = ()) -> list[tuple[Path, dic
     path = resolve_preset(name)
     if str(path) in seen:
         raise UserError(f"{path}: 'base' presets form a cycle")
-    info, data = _split_preset_info(path, _read_yaml(path))
+    info, data = _split_preset_info(path, read_yaml_mapping(path, "a mapping of config sections"))
     data.pop("history", None)  # a run's config.yaml used as a preset: its amendment history is not configuration
     base = data.pop("base", None)
     if base is None:
@@ -353,27 +354,6 @@ def preset_info(name: str) -> dict:
 
 def list_presets() -> list[str]:
     return sorted(str(p.relative_to(PRESETS_DIR).with_suffix("")) for p in PRESETS_DIR.rglob("*.yaml"))
-
-
-def yaml_error(path: Path, exc: yaml.YAMLError) -> UserError:
-    """One line naming the file, the line and column, and what the parser expected."""
-    mark = getattr(exc, "problem_mark", None)
-    where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-    what = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-    context = getattr(exc, "context", None)
-    return UserError(f"{path}{where}: not valid YAML ({what}" + (f", {context}" if context else "") + ")")
-
-
-def _read_yaml(path: Path) -> dict:
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise yaml_error(path, exc) from None
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read ({exc.strerror})") from None
-    if data is not None and not isinstance(data, dict):
-        raise UserError(f"{path}: expected a mapping of config sections, got {type(data).__name__}")
-    return data or {}
 
 
 def load_config(preset: str | None = None, overrides: typing.Sequence[str] = (),

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import yaml
+
 
 class UserError(Exception):
     """A problem with the user's input (config, paths, data), not a bug.
@@ -25,3 +27,26 @@ def require_directory(path: str | Path, what: str = "directory") -> None:
     if path.exists():
         raise UserError(f"{path}: is a file, but a {what} is expected here")
     raise UserError(f"{path}: no such {what}")
+
+
+def yaml_error(path: str | Path, exc: yaml.YAMLError) -> UserError:
+    """One line naming the file, the line and column, and what the parser expected."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    what = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    context = getattr(exc, "context", None)
+    return UserError(f"{path}{where}: not valid YAML ({what}" + (f", {context}" if context else "") + ")")
+
+
+def read_yaml_mapping(path: Path, expected: str) -> dict:
+    """A YAML file that must hold a mapping (an empty file is an empty one); `expected` says what
+    the mapping is, for the message when it is something else."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise yaml_error(path, exc) from None
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read ({exc.strerror})") from None
+    if data is not None and not isinstance(data, dict):
+        raise UserError(f"{path}: expected {expected}, got {type(data).__name__}")
+    return data or {}

@@ -27,6 +27,15 @@ def tiny_dataset(tmp_path_factory) -> Path:
     return make_synthetic(tmp_path_factory.mktemp("data") / "synthetic", clips_per_class=8, seed=0)
 
 
+def nucla_with_a_broken_file(folder: Path, good: int = 3) -> Path:
+    """`good` real N-UCLA files and one truncated JSON (a02_s01_e00_v01.json) in `folder`."""
+    folder.mkdir()
+    for path in sorted(shared_dataset("nw_ucla", "all_sqe").glob("a01_s01_*.json"))[:good]:
+        (folder / path.name).write_bytes(path.read_bytes())
+    (folder / "a02_s01_e00_v01.json").write_text('{"file_name": "a02_s01_e00_v01", "skeletons": [[')
+    return folder
+
+
 def shared_dataset(*parts: str) -> Path:
     """A folder of the real shared data, or skip the test saying where it was looked for."""
     path = SHARED_DATASETS.joinpath(*parts)

@@ -121,13 +121,9 @@ def test_prepare_and_inspect_real_nucla_through_the_cli(tmp_path):
 
 
 def test_bad_file_is_reported_and_strict_fails(tmp_path):
-    from tests.conftest import shared_dataset
+    from tests.conftest import nucla_with_a_broken_file
 
-    raw = tmp_path / "raw"
-    raw.mkdir()
-    for path in sorted(shared_dataset("nw_ucla", "all_sqe").glob("a01_s01_*.json"))[:4]:
-        (raw / path.name).write_bytes(path.read_bytes())
-    (raw / "a02_s01_e00_v01.json").write_text('{"file_name": "a02_s01_e00_v01", "skeletons": [[')
+    raw = nucla_with_a_broken_file(tmp_path / "raw", good=4)
     lenient = invoke("prepare", "nucla", "--raw-dir", raw, "--out", tmp_path / "ok", "--workers", 1)
     assert lenient.exit_code == 0, lenient.output
     assert "prepared 4 of 5 files" in lenient.output and "rejected" in lenient.output
@@ -159,8 +155,17 @@ def choice_lists():
     from cascade_cli.layouts import LAYOUTS
     from cascade_cli.official.release import DATASETS, VARIANTS
 
-    return {"prepare nucla": [NW_UCLA.joint_orders], "prepare custom": [LAYOUTS], "evaluate": [("test", "val", "train")],
-            "download": [VARIANTS, DATASETS], "convert": [VARIANTS, DATASETS], "ablate": [STUDIES, ("quick", "paper")]}
+    return {"prepare nucla": [NW_UCLA.joint_orders], "evaluate": [("test", "val", "train")],
+            "download": [VARIANTS], "convert": [VARIANTS], "ablate": [STUDIES, ("quick", "paper")]}
+
+
+def listed_in_prose():
+    """Choices too long for the option column (it would squeeze typed option names at 80 columns):
+    the help text names each of them, and the option still refuses any other value."""
+    from cascade_cli.layouts import LAYOUTS
+    from cascade_cli.official.release import DATASETS
+
+    return {"prepare custom": LAYOUTS, "download": DATASETS, "convert": DATASETS}
 
 
 @pytest.mark.parametrize("command", ["prepare nucla", "prepare custom", "evaluate", "download", "convert", "ablate"])
@@ -169,8 +174,10 @@ def test_help_lists_the_choices(command, monkeypatch):
     monkeypatch.setenv("COLUMNS", "250")  # no wrapping inside a long choice list
     result = invoke(*command.split(), "--help")
     assert result.exit_code == 0, result.output
-    for choices in choice_lists()[command]:
+    for choices in choice_lists().get(command, []):
         assert "|".join(choices) in result.output
+    for choice in listed_in_prose().get(command, []):
+        assert choice in result.output
 
 
 def test_wrong_choice_is_a_usage_error_naming_the_choices():
@@ -182,15 +189,20 @@ def test_wrong_choice_is_a_usage_error_naming_the_choices():
     assert "'dev'" in proc.stderr and all(f"'{split}'" in proc.stderr for split in ("test", "val", "train"))
 
 
-@pytest.mark.parametrize("args, wrong", [
-    (["prepare", "nucla", "--raw-dir", "raw", "--out", "out", "--joint-order", "skateformer"], "skateformer"),
-    (["prepare", "custom", "--clips", "c", "--labels", "l.csv", "--out", "out", "--layout", "coco18"], "coco18"),
-    (["download", "--dataset", "ucla"], "ucla"),
-    (["convert", "src", "--out", "out", "--variant", "2.0"], "2.0"),
-    (["ablate", "depth"], "depth"),
-    (["ablate", "decoder", "--budget", "large"], "large"),
+@pytest.mark.parametrize("args, message", [
+    (["prepare", "nucla", "--raw-dir", "raw", "--out", "out", "--joint-order", "skateformer"],
+     "'skateformer' is not one of"),
+    # --layout also takes a layout file, so the layout's name is checked by the library, as early.
+    (["prepare", "custom", "--clips", "c", "--labels", "l.csv", "--out", "out", "--layout", "coco18"],
+     "unknown skeleton layout 'coco18'; known layouts: coco17"),
+    (["download", "--dataset", "ucla"], "'ucla' is not one of"),
+    (["convert", "src", "--out", "out", "--variant", "2.0"], "'2.0' is not one of"),
+    (["ablate", "depth"], "'depth' is not one of"),
+    (["ablate", "decoder", "--budget", "large"], "'large' is not one of"),
 ])
-def test_wrong_choices_are_rejected_before_any_work(args, wrong):
+def test_wrong_choices_are_rejected_before_any_work(args, message, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     result = invoke(*args)
     assert result.exit_code == 2, result.output
-    assert f"'{wrong}' is not one of" in result.output
+    assert message in result.output
+    assert list(tmp_path.iterdir()) == []

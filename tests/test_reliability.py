@@ -19,7 +19,7 @@ from cascade_cli.data.format import DatasetWriter, open_dataset
 from cascade_cli.errors import UserError
 from cascade_cli.layouts import NTU25
 from cascade_cli.progress import Reporter
-from tests.conftest import TINY, shared_dataset
+from tests.conftest import TINY, nucla_with_a_broken_file, shared_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -94,11 +94,7 @@ def test_unusable_inputs_leave_no_run_directory(tmp_path):
 
 
 def test_quiet_keeps_rejections_and_results(tmp_path):
-    raw = tmp_path / "raw"
-    raw.mkdir()
-    for path in sorted(shared_dataset("nw_ucla", "all_sqe").glob("a01_s01_*.json"))[:3]:
-        (raw / path.name).write_bytes(path.read_bytes())
-    (raw / "a02_s01_e00_v01.json").write_text('{"file_name": "a02_s01_e00_v01", "skeletons": [[')
+    raw = nucla_with_a_broken_file(tmp_path / "raw")
     prepared = CliRunner().invoke(app, ["prepare", "nucla", "--raw-dir", str(raw), "--out", str(tmp_path / "ds"),
                                         "--workers", "1", "--quiet"])
     assert prepared.exit_code == 0, prepared.output
@@ -264,11 +260,7 @@ def test_killing_prepare_leaves_no_worker_behind(tmp_path):
 
 
 def test_strict_failure_leaves_no_partial_folder(tmp_path):
-    raw = tmp_path / "raw"
-    raw.mkdir()
-    for path in sorted(shared_dataset("nw_ucla", "all_sqe").glob("a01_s01_*.json"))[:3]:
-        (raw / path.name).write_bytes(path.read_bytes())
-    (raw / "a02_s01_e00_v01.json").write_text("{")
+    raw = nucla_with_a_broken_file(tmp_path / "raw")
     result = CliRunner().invoke(app, ["prepare", "nucla", "--raw-dir", str(raw), "--out", str(tmp_path / "ds"),
                                       "--workers", "1", "--strict"])
     assert result.exit_code == 2 and "a02_s01_e00_v01.json" in result.output
@@ -308,3 +300,116 @@ def test_missing_and_wrong_directories_say_which(tmp_path):
     assert raw.exit_code == 2 and "nowhere: no such folder of raw files" in raw.output
     empty = runner.invoke(app, ["pretrain", "--data", str(tmp_path), "--run-dir", str(tmp_path / "r")])
     assert f"{tmp_path}: not a prepared dataset (no dataset.yaml)" in empty.output
+
+
+# ----------------------------------------------------------------------------------------------
+# 7. Narrow terminals: typed names whole, help that flows
+
+
+def test_preset_names_are_whole_at_80_columns(monkeypatch):
+    from cascade_cli.config import list_presets
+
+    monkeypatch.setenv("COLUMNS", "80")
+    result = CliRunner().invoke(app, ["presets", "list"])
+    assert result.exit_code == 0
+    rows = [line.split("│")[1].strip() for line in result.output.splitlines() if line.startswith("│")]
+    assert [r for r in rows if r] == list_presets()
+    assert max(map(len, result.output.splitlines())) <= 80
+
+
+@pytest.mark.parametrize("command", [["prepare", "custom"], ["finetune"], ["evaluate"], ["layouts", "show"]])
+def test_help_paragraphs_flow_and_nothing_is_cut_at_80_columns(monkeypatch, command):
+    monkeypatch.setenv("COLUMNS", "80")
+    result = CliRunner().invoke(app, [*command, "--help"])
+    assert result.exit_code == 0
+    assert "…" not in result.output  # Rich's ellipsis: a cut word
+    # Each prose line of the description is filled up to the width: no line ends mid-sentence far
+    # short of it, as hard line breaks of the source would make.
+    description = result.output.split("╭")[0].splitlines()
+    prose = [line.strip() for line in description if line.strip() and not line.strip().startswith(("Usage", "Example"))]
+    for line, following in zip(prose, prose[1:]):
+        if not line.endswith((".", ":")) and not following.startswith(("cascade", "$")):
+            assert len(line) + 1 + len(following.split()[0]) > 76, (line, following)
+
+
+# ----------------------------------------------------------------------------------------------
+# 8. Layouts a user defines
+
+
+KINECT_V1_MSR = """\
+# MSR Action3D's 20 Kinect v1 joints, in that dataset's own order (not the Kinect SDK's).
+name: msr20
+coords: 3
+joint_names: [ShoulderLeft, ShoulderRight, Neck, Spine, HipLeft, HipRight, HipCenter, ElbowLeft, ElbowRight,
+  WristLeft, WristRight, HandLeft, HandRight, KneeLeft, KneeRight, AnkleLeft, AnkleRight, FootLeft, FootRight, Head]
+bones: [[Spine, HipCenter], [Neck, Spine], [Head, Neck], [ShoulderLeft, Neck], [ShoulderRight, Neck],
+  [ElbowLeft, ShoulderLeft], [ElbowRight, ShoulderRight], [WristLeft, ElbowLeft], [WristRight, ElbowRight],
+  [HandLeft, WristLeft], [HandRight, WristRight], [HipLeft, HipCenter], [HipRight, HipCenter], [KneeLeft, HipLeft],
+  [KneeRight, HipRight], [AnkleLeft, KneeLeft], [AnkleRight, KneeRight], [FootLeft, AnkleLeft], [FootRight, 16]]
+center: HipCenter
+"""
+
+
+def test_a_layout_file_prepares_and_trains_a_dataset(tmp_path):
+    from cascade_cli.layouts import get_layout, layout_yaml, load_layout
+
+    (tmp_path / "msr20.yaml").write_text(KINECT_V1_MSR)
+    layout = load_layout(tmp_path / "msr20.yaml")
+    assert layout.num_joints == 20 and layout.center == 6 and (18, 16) in layout.bones
+    (tmp_path / "again.yaml").write_text(layout_yaml(layout))
+    assert load_layout(tmp_path / "again.yaml") == layout  # `layouts show --yaml` writes what it reads
+    assert get_layout(str(tmp_path / "msr20.yaml")) == layout
+
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    rng = np.random.default_rng(0)
+    lines = ["clip,label,split"]
+    for i in range(12):
+        np.save(clips / f"c{i}.npy", rng.normal(size=(16, 20, 3)).astype(np.float32) + 5.0)
+        lines.append(f"c{i},{'ab'[i % 2]},{'train' if i < 8 else 'test'}")
+    (tmp_path / "labels.csv").write_text("\n".join(lines) + "\n")
+    result = CliRunner().invoke(app, ["prepare", "custom", "--clips", str(clips), "--labels", str(tmp_path / "labels.csv"),
+                                      "--layout", str(tmp_path / "msr20.yaml"), "--out", str(tmp_path / "data"), "-q"])
+    assert result.exit_code == 0, result.output
+    ds = open_dataset(tmp_path / "data")
+    assert ds.layout == layout
+    # data.center_joint=-2 centres on the layout's centre joint, whatever its index.
+    from cascade_cli.config import load_config
+    from cascade_cli.data.pipeline import ClipDataset
+
+    cfg = load_config(None, ["data.center_joint=-2", "data.frames=0"]).data
+    x, _ = ClipDataset(ds, [0], cfg, train=False, seed=0)[0]
+    assert np.allclose(x[0, 6].numpy(), 0.0) and not np.allclose(x[0, 3].numpy(), 0.0)
+    lifecycle.pretrain(tmp_path / "pre", data=tmp_path / "data",
+                       overrides=[*TINY, "pretrain.epochs=1", "data.center_joint=-2", "data.val_fraction=0.25"])
+
+
+@pytest.mark.parametrize("text, message", [
+    ("coords: 3\nbones: []\n", "missing key 'joint_names'"),
+    ("coords: 4\njoint_names: [a, b]\nbones: []\n", "coords: 4; use 2 (image) or 3"),
+    ("coords: 2\njoint_names: [a, b, a]\nbones: []\n", "joint_names: 'a' appears twice"),
+    ("coords: 2\njoint_names: [a, b]\nbones: [[a, c]]\n", "bones[0]: 'c' is not one of the joint_names"),
+    ("coords: 2\njoint_names: [a, b]\nbones: [[0, 2]]\n", "bones[0]: joint index 2 is outside 0..1"),
+    ("coords: 2\njoint_names: [a, b]\nbones: [[a, a]]\n", "bones[0]: joint 'a' is joined to itself"),
+    ("coords: 2\njoint_names: [a, b]\nbones: [a]\n", "bones[0]: 'a' is not a [child, parent] pair"),
+    ("coords: 2\njoint_names: [a, b]\nbones: []\ncentre: a\n", "unknown key 'centre'"),
+    ("coords: 2\njoint_names: [a, b]\nbones: []\ncenter: z\n", "center: 'z' is not one of the joint_names"),
+    ("coords: 2\njoint_names: [a, b\n", "line 3, column 1: not valid YAML"),
+])
+def test_layout_files_are_validated_with_one_line_errors(tmp_path, text, message):
+    (tmp_path / "layout.yaml").write_text(text)
+    result = CliRunner().invoke(app, ["layouts", "show", str(tmp_path / "layout.yaml")])
+    assert result.exit_code == 2
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"error: {tmp_path / 'layout.yaml'}") and message in lines[0], lines
+
+
+def test_layouts_list_and_show():
+    from cascade_cli.layouts import LAYOUTS
+
+    listed = CliRunner().invoke(app, ["layouts", "list"])
+    assert listed.exit_code == 0 and all(name in listed.output for name in LAYOUTS)
+    shown = CliRunner().invoke(app, ["layouts", "show", "penn13"])
+    assert shown.exit_code == 0 and "left_shoulder" in shown.output and "13 joints, 2-D" in shown.output
+    unknown = CliRunner().invoke(app, ["layouts", "show", "kinect2"])
+    assert unknown.exit_code == 2 and "unknown skeleton layout 'kinect2'" in unknown.output

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cascade_cli.ablate import BUDGETS, STUDIES, load_study, render_report, run_study, study_title
-from cascade_cli.cli.common import DeviceOpt, GpuOpt, QuietOpt, SetOpt, choice_enum, device_of, handles_user_errors
+from cascade_cli.cli.common import DeviceOpt, GpuOpt, QuietOpt, SetOpt, choice_enum, device_of, cli_command
 from cascade_cli.progress import Reporter
 
 StudyName = choice_enum("StudyName", STUDIES)
@@ -19,7 +19,7 @@ StudyName = choice_enum("StudyName", STUDIES)
 Budget = choice_enum("Budget", BUDGETS)
 
 
-@handles_user_errors
+@cli_command
 def ablate(
     study: StudyName = typer.Argument(..., help="variant, pretrain-epochs, masking, representation, decoder or "
                                       "freezing."),
@@ -59,7 +59,7 @@ def ablate(
     Console().print(f"results in {out}/results.md, .csv, .json", highlight=False, markup=False)
 
 
-@handles_user_errors
+@cli_command
 def report(
     studies: List[Path] = typer.Argument(..., help="One or more finished study directories."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Where report.md and report.png go "

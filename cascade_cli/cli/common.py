@@ -7,6 +7,7 @@ Options live here as module-level `typer.Option` objects so that every command t
 from __future__ import annotations
 
 import functools
+import inspect
 from enum import Enum
 from typing import Iterable, Optional
 
@@ -21,8 +22,9 @@ from cascade_cli.errors import UserError
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
-def handles_user_errors(fn):
-    """Turn UserError into `error: ...` and a non-zero exit code instead of a traceback."""
+def cli_command(fn):
+    """What every command gets: a UserError becomes `error: ...` and its exit code instead of a
+    traceback, and the docstring's paragraphs flow (see flowing_help) at any terminal width."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -36,7 +38,16 @@ def handles_user_errors(fn):
                               "(training commands with --resume)")
             raise typer.Exit(130) from None
 
+    wrapper.__doc__ = flowing_help(fn.__doc__ or "")
     return wrapper
+
+
+def flowing_help(doc: str) -> str:
+    """Join the lines of each prose paragraph, so that help wraps at the terminal's width instead of
+    breaking where the source did; example paragraphs ("Example:" and indented lines) keep theirs."""
+    paragraphs = inspect.cleandoc(doc).split("\n\n")
+    return "\n\n".join(p if p.startswith("Example") or "\n " in p else " ".join(p.split("\n"))
+                        for p in paragraphs)
 
 
 def choice_enum(name: str, values: Iterable[str]) -> type[Enum]:

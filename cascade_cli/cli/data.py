@@ -9,13 +9,13 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from cascade_cli.cli.common import err_console, handles_user_errors
+from cascade_cli.cli.common import err_console, cli_command
 
 data_app = typer.Typer(help="Inspect prepared datasets.", no_args_is_help=True)
 
 
 @data_app.command("info")
-@handles_user_errors
+@cli_command
 def data_info(
     path: Path = typer.Argument(..., help="Prepared dataset directory."),
     verify: bool = typer.Option(True, "--verify/--no-verify", help="Check every array against its manifest checksum."),

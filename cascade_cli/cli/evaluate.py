@@ -11,14 +11,14 @@ from rich.markup import escape
 from rich.table import Table
 
 from cascade_cli.cli.common import (DeviceOpt, GpuOpt, QuietOpt, choice_enum, device_of, err_console,
-                                    handles_user_errors, print_report)
+                                    cli_command, print_report)
 from cascade_cli.data.splits import SPLITS
 
 
 Split = choice_enum("Split", SPLITS)
 
 
-@handles_user_errors
+@cli_command
 def evaluate(
     checkpoints: List[str] = typer.Argument(..., help="Finetuning run directory (uses checkpoints/best.safetensors) "
                                                       "or checkpoint file; several (e.g. seeds) give mean ± std."),
@@ -29,8 +29,8 @@ def evaluate(
     clips: int = typer.Option(1, "--clips", min=1, help="Average the logits of K deterministic temporal views per clip."),
     save_scores: bool = typer.Option(False, "--save-scores", help="Save per-clip logits, labels and predictions "
                                      "(eval_<split>_scores.npz) for ensembling."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Report JSON path \\[default: RUN_DIR/eval_<split>.json; "
-                                       "with several runs, the mean ± std report]."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Report JSON path \\[default: eval_<split>.json in the run "
+                                       "directory; with several runs, the mean ± std report]."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Evaluation batch size "
                                                                                "\\[default: the run's eval_batch_size]."),
     gpu: Optional[int] = GpuOpt, device: Optional[str] = DeviceOpt, quiet: bool = QuietOpt,
@@ -76,7 +76,7 @@ def evaluate(
     print_report(report, console)
 
 
-@handles_user_errors
+@cli_command
 def predict(
     checkpoint: str = typer.Argument(..., help="Finetuning run directory, checkpoint file, or converted official checkpoint."),
     inputs: List[Path] = typer.Argument(..., help=".skeleton, .npy ((T,J,C) one clip, (B,T,J,C) a batch), .npz "

@@ -7,15 +7,15 @@ from typing import Optional
 
 import typer
 
-from cascade_cli.cli.common import choice_enum, handles_user_errors
+from cascade_cli.cli.common import choice_enum, cli_command
 from cascade_cli.official.release import DATASETS, DEFAULT_REVISION, VARIANTS
 
 OfficialDatasetName = choice_enum("OfficialDatasetName", DATASETS)
 Variant = choice_enum("Variant", VARIANTS)
 
-HeadsOpt = typer.Option(None, "--heads", min=1, help="Attention heads of the model (not stored in official "
+HeadsOpt = typer.Option(None, "--heads", min=1, metavar="N", help="Attention heads of the model (not stored in official "
                         "files) \\[default: the paper's for that dataset].")
-EvalHeadsOpt = typer.Option(None, "--eval-cross-attn-heads", min=1, help="Rebuild the cross-attention with this "
+EvalHeadsOpt = typer.Option(None, "--eval-cross-attn-heads", min=1, metavar="N", help="Rebuild the cross-attention with this "
                             "many heads, as the official Penn/N-UCLA evaluation did (4): reproduces that quirk.")
 
 
@@ -27,14 +27,14 @@ def _print_conversion(summary: dict) -> None:
                f"--data <prepared {summary['dataset']}>")
 
 
-@handles_user_errors
+@cli_command
 def download(
     variant: Variant = typer.Option(Variant("1.0"), "--variant", help="1.0, 1.1 or 1.2 (1.1/1.2 folders are "
                                     "expected by analogy)."),
-    dataset: OfficialDatasetName = typer.Option(OfficialDatasetName("penn_action"), "--dataset",
+    dataset: OfficialDatasetName = typer.Option(OfficialDatasetName("penn_action"), "--dataset", metavar="DATASET",
                                                 help="penn_action, nw_ucla, ntu60_xsub or ntu60_xview."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Where the converted checkpoints go "
-                                       "\\[default: checkpoints/official/<dataset>-<variant>]."),
+                                       "\\[default: <dataset>-<variant> under checkpoints/official]."),
     revision: Optional[str] = typer.Option(None, "--revision", help="Hub commit, tag or branch "
                                            "\\[default: a pinned commit of the authors' repository]."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Hugging Face cache \\[default: the standard one]."),
@@ -58,12 +58,12 @@ def download(
                                        eval_cross_attn_heads=eval_heads))
 
 
-@handles_user_errors
+@cli_command
 def convert(
     source: Path = typer.Argument(..., help="Folder with official *_pretrained.pt / *_finetuned_{T1,T2,cross_attn,"
                                             "head}.pt files."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output folder for finetuned.safetensors / pretrained.safetensors."),
-    dataset: Optional[OfficialDatasetName] = typer.Option(None, "--dataset", help="penn_action, nw_ucla, ntu60_xsub "
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder; it receives finetuned.safetensors and pretrained.safetensors."),
+    dataset: Optional[OfficialDatasetName] = typer.Option(None, "--dataset", metavar="DATASET", help="penn_action, nw_ucla, ntu60_xsub "
                                                           "or ntu60_xview \\[default: detected from names and shapes]."),
     variant: Optional[Variant] = typer.Option(None, "--variant", help="1.0, 1.1 or 1.2 \\[default: detected]."),
     heads: Optional[int] = HeadsOpt, eval_heads: Optional[int] = EvalHeadsOpt,

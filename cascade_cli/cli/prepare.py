@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from cascade_cli.cli.common import (OutOpt, OverwriteOpt, QuietOpt, StrictOpt, WorkersOpt, choice_enum,
-                                   handles_user_errors)
+                                   cli_command)
 from cascade_cli.data.registry import NW_UCLA
 from cascade_cli.layouts import LAYOUTS
 from cascade_cli.progress import Reporter
@@ -18,7 +18,6 @@ prepare_app = typer.Typer(help="Turn raw skeleton data into a prepared dataset d
                           no_args_is_help=True)
 
 JointOrder = choice_enum("JointOrder", NW_UCLA.joint_orders)
-LayoutName = choice_enum("LayoutName", LAYOUTS)
 
 ExportNpzOpt = typer.Option(None, "--export-npz", help="Also write the de-facto standard arrays per protocol "
                             "(NTU60_CS.npz, NTU60_CV.npz / NTU120_CSub.npz, NTU120_CSet.npz: x (N,300,150), "
@@ -39,7 +38,7 @@ def _finish_prepare(report: dict, out: Path, quiet: bool) -> None:
 
 
 @prepare_app.command("synthetic")
-@handles_user_errors
+@cli_command
 def prepare_synthetic(
     out: Path = typer.Option(Path("data/synthetic"), "--out", "-o", help="Output dataset directory."),
     clips_per_class: int = typer.Option(None, "--clips-per-class", min=2,
@@ -66,7 +65,7 @@ def prepare_synthetic(
 
 
 @prepare_app.command("ntu60")
-@handles_user_errors
+@cli_command
 def prepare_ntu60(raw_dir: Path = Ntu60RawDirOpt, out: Path = OutOpt, workers: Optional[int] = WorkersOpt,
                   strict: bool = StrictOpt, overwrite: bool = OverwriteOpt, export_npz: Optional[Path] = ExportNpzOpt,
                   missing_list: Optional[Path] = MissingListOpt, quiet: bool = QuietOpt) -> None:
@@ -82,7 +81,7 @@ def prepare_ntu60(raw_dir: Path = Ntu60RawDirOpt, out: Path = OutOpt, workers: O
 
 
 @prepare_app.command("ntu120")
-@handles_user_errors
+@cli_command
 def prepare_ntu120(raw_dir: Path = Ntu120RawDirOpt, out: Path = OutOpt, workers: Optional[int] = WorkersOpt,
                    strict: bool = StrictOpt, overwrite: bool = OverwriteOpt, export_npz: Optional[Path] = ExportNpzOpt,
                    missing_list: Optional[Path] = MissingListOpt, quiet: bool = QuietOpt) -> None:
@@ -104,7 +103,7 @@ def _prepare_ntu(version, raw_dir, out, workers, strict, overwrite, export_npz, 
 
 
 @prepare_app.command("penn")
-@handles_user_errors
+@cli_command
 def prepare_penn(
     raw_dir: Path = typer.Option(..., "--raw-dir", help="The Penn_Action folder (or its labels/ folder of .mat files)."),
     out: Path = OutOpt, workers: Optional[int] = WorkersOpt, strict: bool = StrictOpt, overwrite: bool = OverwriteOpt,
@@ -125,7 +124,7 @@ def prepare_penn(
 
 
 @prepare_app.command("nucla")
-@handles_user_errors
+@cli_command
 def prepare_nucla(
     raw_dir: Path = typer.Option(..., "--raw-dir", help="The all_sqe folder of N-UCLA .json skeletons."),
     out: Path = OutOpt,
@@ -147,13 +146,15 @@ def prepare_nucla(
 
 
 @prepare_app.command("custom")
-@handles_user_errors
+@cli_command
 def prepare_custom(
     clips: Path = typer.Option(..., "--clips", help="Folder with one .npy/.npz/.json per clip, or one .npz with "
                                "arrays data (N, T, [M,] J, C) and lengths (N,)."),
-    labels: Path = typer.Option(..., "--labels", help="CSV with a header: clip,label[,split][,subject][,camera]."),
-    layout: LayoutName = typer.Option(..., "--layout", help="ntu25, kinect_v1_20, penn13, coco17, openpose25 or "
-                                      "mediapipe33."),
+    labels: Path = typer.Option(..., "--labels", help="CSV whose header line names the columns: clip and label, and optionally split (train or "
+                                "test), subject and camera; e.g. clip,label,split."),
+    layout: str = typer.Option(..., "--layout", metavar="NAME|FILE.yaml",
+                               help=f"A built-in layout ({', '.join(LAYOUTS)}) or a layout file of your own "
+                                    "(`cascade layouts show ntu25 --yaml` prints one to start from)."),
     out: Path = OutOpt,
     name: str = typer.Option("custom", "--name", help="Dataset name recorded in the manifest and checkpoints."),
     coords: Optional[int] = typer.Option(None, "--coords", min=2, max=3, help="2 or 3 coordinates per joint "
@@ -170,6 +171,6 @@ def prepare_custom(
     """
     from cascade_cli.data.custom import prepare_custom as run
 
-    report = run(clips, labels, out, layout=layout.value, name=name, coords=coords, workers=workers, strict=strict,
+    report = run(clips, labels, out, layout=layout, name=name, coords=coords, workers=workers, strict=strict,
                  overwrite=overwrite, reporter=Reporter(quiet))
     _finish_prepare(report, out, quiet)

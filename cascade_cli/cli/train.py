@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 
 from cascade_cli.cli.common import (AmendOpt, CompileOpt, DataOpt, DeviceOpt, GpuOpt, PresetOpt, PrintOpt, QuietOpt,
-                                    ResumeOpt, RunDirOpt, SeedOpt, SetOpt, device_of, handles_user_errors,
+                                    ResumeOpt, RunDirOpt, SeedOpt, SetOpt, device_of, cli_command,
                                     print_config, print_report)
 from cascade_cli.progress import Reporter
 
@@ -30,7 +30,7 @@ def _config_or_train(stage: str, run_dir: Optional[Path], show_config: bool, qui
     Reporter(quiet).result(f"{result_label}: {best}")
 
 
-@handles_user_errors
+@cli_command
 def pretrain(
     data: Optional[str] = DataOpt, preset: Optional[str] = PresetOpt, sets: Optional[List[str]] = SetOpt,
     run_dir: Optional[Path] = RunDirOpt, gpu: Optional[int] = GpuOpt, device: Optional[str] = DeviceOpt,
@@ -49,7 +49,7 @@ def pretrain(
                      overrides=sets or (), data=data, seed=seed, device=device_of(gpu, device), compile=compile_model)
 
 
-@handles_user_errors
+@cli_command
 def finetune(
     pretrained: Optional[str] = typer.Option(None, "--pretrained", help="Pretraining run directory or checkpoint "
                                              "(sets finetune.pretrained); its model.* settings are kept."),
@@ -71,7 +71,7 @@ def finetune(
                      compile=compile_model)
 
 
-@handles_user_errors
+@cli_command
 def demo(
     out: Path = typer.Option(Path("demo_out"), "--out", "-o", help="Directory for the demo's data and runs."),
     data: Optional[Path] = typer.Option(None, "--data", "-d", help="Run on this prepared dataset instead of the "

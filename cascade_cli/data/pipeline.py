@@ -11,6 +11,7 @@ an evaluation pass draws nothing at all.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import NamedTuple, Sequence
 
 import numpy as np
@@ -22,6 +23,7 @@ from cascade_cli.config import DataConfig
 from cascade_cli.data.format import PreparedDataset
 from cascade_cli.data.representation import output_shape, represent
 from cascade_cli.errors import UserError
+from cascade_cli.layouts import Layout
 
 
 # ----------------------------------------------------------------------------------------------
@@ -160,6 +162,16 @@ def drop_parts(x: np.ndarray, cfg: DataConfig, rng: np.random.Generator) -> np.n
     return x
 
 
+def resolve_center(cfg: DataConfig, layout: Layout, where: str) -> DataConfig:
+    """data.center_joint=-2 names the layout's centre joint; the pipeline then sees its index."""
+    if cfg.center_joint != -2:
+        return cfg
+    if layout.center is None:
+        raise UserError(f"data.center_joint=-2 centres on the layout's centre joint, but layout {layout.name} of "
+                        f"{where} names none (give it a `center` in its layout file, or set a joint index)")
+    return replace(cfg, center_joint=layout.center)
+
+
 def model_input_shape(dataset: PreparedDataset, cfg: DataConfig) -> tuple[int, int]:
     """(joints, channels) of one model input frame: persons side by side, in the chosen representation."""
     layout = dataset.layout
@@ -182,6 +194,7 @@ class ClipDataset(Dataset):
     def __init__(self, dataset: PreparedDataset, indices: Sequence[int] | np.ndarray, cfg: DataConfig,
                  train: bool, seed: int, views: int = 1):
         layout = dataset.layout
+        cfg = resolve_center(cfg, layout, str(dataset.path))
         if cfg.center_joint >= layout.num_joints:
             raise UserError(f"data.center_joint is {cfg.center_joint}, but {dataset.path} has "
                             f"{layout.num_joints} joints (0..{layout.num_joints - 1})")

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cascade_cli.data.pipeline import transform_clip
+from cascade_cli.data.pipeline import resolve_center, transform_clip
 from cascade_cli.data.prepare import Rejected
 from cascade_cli.data.readers import as_float, load_json
 from cascade_cli.data.registry import NTU60
@@ -136,7 +136,8 @@ def model_input(clip: InputClip, classifier: Classifier, *, raw: bool = False,
             confidence = None if confidence is None else np.pad(confidence, pad[:3])
         frames = frames[:, :max(persons, 1)] if cfg.data.person == "both" else frames
         bones = np.asarray(layout.bones, dtype=np.int64).reshape(-1, 2)
-        x = transform_clip(frames, confidence, cfg.data, bones, None, image_size, view, views)
+        data_cfg = resolve_center(cfg.data, layout, str(classifier.path))
+        x = transform_clip(frames, confidence, data_cfg, bones, None, image_size, view, views)
     if len(x) > cfg.model.max_frames:
         raise UserError(f"{clip.source}: {len(x)} frames, longer than the model's {cfg.model.max_frames}")
     return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from importlib import resources
+from pathlib import Path
 from typing import Sequence
 
 import yaml
 
-from cascade_cli.errors import UserError
+from cascade_cli.errors import UserError, read_yaml_mapping
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,9 @@ class Layout:
     # 0-based (child, parent) pairs; the bone vector of a child is joint[child] - joint[parent].
     bones: tuple[tuple[int, int], ...]
     coords: int  # 2 (image) or 3 (camera space)
+    # The joint a skeleton is anchored at (e.g. the hip centre), which data.center_joint=-2 centres on;
+    # it lets a recipe centre skeletons whatever their joint order. None: the layout names none.
+    center: int | None = None
 
     def __post_init__(self):
         J = len(self.joint_names)
@@ -34,6 +38,8 @@ class Layout:
         for child, parent in self.bones:
             if not (0 <= child < J and 0 <= parent < J) or child == parent:
                 raise ValueError(f"layout {self.name}: bone ({child}, {parent}) is not a pair of joints in 0..{J - 1}")
+        if self.center is not None and not 0 <= self.center < J:
+            raise ValueError(f"layout {self.name}: centre joint {self.center} is not in 0..{J - 1}")
 
     @property
     def num_joints(self) -> int:
@@ -51,16 +57,20 @@ class Layout:
             raise ValueError(f"layout {self.name}: {list(order)} is not a permutation of 0..{self.num_joints - 1}")
         new_index = {old: new for new, old in enumerate(order)}
         return Layout(name, tuple(self.joint_names[j] for j in order),
-                      tuple((new_index[c], new_index[p]) for c, p in self.bones), self.coords)
+                      tuple((new_index[c], new_index[p]) for c, p in self.bones), self.coords,
+                      None if self.center is None else new_index[self.center])
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "joint_names": list(self.joint_names),
+        data = {"name": self.name, "joint_names": list(self.joint_names),
                 "bones": [list(bone) for bone in self.bones], "coords": self.coords}
+        return data if self.center is None else {**data, "center": self.center}
 
     @classmethod
     def from_dict(cls, data: dict) -> Layout:
+        center = data.get("center")
         return cls(name=str(data["name"]), joint_names=tuple(str(n) for n in data["joint_names"]),
-                   bones=tuple((int(c), int(p)) for c, p in data["bones"]), coords=int(data["coords"]))
+                   bones=tuple((int(c), int(p)) for c, p in data["bones"]), coords=int(data["coords"]),
+                   center=None if center is None else int(center))
 
 
 def _builtin(name: str) -> Layout:
@@ -81,6 +91,70 @@ LAYOUTS: dict[str, Layout] = {layout.name: layout for layout in
 
 
 def get_layout(name: str) -> Layout:
-    if name not in LAYOUTS:
-        raise UserError(f"unknown skeleton layout '{name}'; known layouts: {', '.join(sorted(LAYOUTS))}")
-    return LAYOUTS[name]
+    """A built-in layout by name, or a layout file (see load_layout) by its path."""
+    if name in LAYOUTS:
+        return LAYOUTS[name]
+    if name.endswith((".yaml", ".yml")):
+        return load_layout(Path(name))
+    raise UserError(f"unknown skeleton layout '{name}'; known layouts: {', '.join(sorted(LAYOUTS))}; or give the "
+                    "path of a layout YAML file (see `cascade layouts show ntu25 --yaml`)")
+
+
+LAYOUT_KEYS = ("name", "coords", "joint_names", "bones", "center")
+
+
+def load_layout(path: Path) -> Layout:
+    """A layout a user describes in YAML: joint_names (in the order of the data), coords (2 or 3),
+    bones as [child, parent] pairs of joint names or 0-based indices, an optional centre joint (name
+    or index) and an optional name (default: the file's stem). Every mistake is one line naming the
+    file and the key."""
+    data = read_yaml_mapping(path, f"a layout: a mapping with the keys {', '.join(LAYOUT_KEYS)}")
+    if unknown := [key for key in data if key not in LAYOUT_KEYS]:
+        raise UserError(f"{path}: unknown key '{unknown[0]}'; a layout has {', '.join(LAYOUT_KEYS)}")
+    for key in ("coords", "joint_names", "bones"):
+        if key not in data:
+            raise UserError(f"{path}: missing key '{key}'")
+    names = data["joint_names"]
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) and n.strip() for n in names):
+        raise UserError(f"{path}: 'joint_names' must be a list of joint names, in the order of the data")
+    if duplicate := next((n for i, n in enumerate(names) if n in names[:i]), None):
+        raise UserError(f"{path}: joint_names: '{duplicate}' appears twice")
+    if data["coords"] not in (2, 3) or isinstance(data["coords"], bool):
+        raise UserError(f"{path}: coords: {data['coords']!r}; use 2 (image) or 3 (camera space)")
+
+    def joint(value, where: str) -> int:
+        if isinstance(value, str):
+            if value not in names:
+                raise UserError(f"{path}: {where}: '{value}' is not one of the joint_names")
+            return names.index(value)
+        if isinstance(value, int) and not isinstance(value, bool):
+            if not 0 <= value < len(names):
+                raise UserError(f"{path}: {where}: joint index {value} is outside 0..{len(names) - 1}")
+            return value
+        raise UserError(f"{path}: {where}: {value!r} is neither a joint name nor a joint index")
+
+    bones = data["bones"] or []
+    if not isinstance(bones, list):
+        raise UserError(f"{path}: 'bones' must be a list of [child, parent] pairs")
+    pairs = []
+    for i, bone in enumerate(bones):
+        if not isinstance(bone, list) or len(bone) != 2:
+            raise UserError(f"{path}: bones[{i}]: {bone!r} is not a [child, parent] pair")
+        child, parent = joint(bone[0], f"bones[{i}]"), joint(bone[1], f"bones[{i}]")
+        if child == parent:
+            raise UserError(f"{path}: bones[{i}]: joint '{names[child]}' is joined to itself")
+        pairs.append((child, parent))
+    center = None if data.get("center") is None else joint(data["center"], "center")
+    return Layout(str(data.get("name") or path.stem), tuple(names), tuple(pairs), int(data["coords"]), center)
+
+
+def layout_yaml(layout: Layout) -> str:
+    """A layout in the file format load_layout reads, bones by joint name: a template to edit."""
+    names = layout.joint_names
+    data = {"name": layout.name, "coords": layout.coords, "joint_names": list(names),
+            "bones": [[names[c], names[p]] for c, p in layout.bones]}
+    if layout.center is not None:
+        data["center"] = names[layout.center]
+    text = yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=100)
+    return ("# joint_names: in the order of the data; bones: [child, parent] pairs, by name or 0-based index;\n"
+            "# center (optional): the joint data.center_joint=-2 centres on\n" + text)

@@ -22,8 +22,8 @@ import yaml
 
 from cascade_cli.atomic import write_text
 from cascade_cli.checkpoint import checkpoint_meta
-from cascade_cli.config import Config, config_from_dict, dump_yaml, to_dict, yaml_error
-from cascade_cli.errors import UserError
+from cascade_cli.config import Config, config_from_dict, dump_yaml, to_dict
+from cascade_cli.errors import UserError, yaml_error
 from cascade_cli.locking import directory_lock
 
 CONFIG = "config.yaml"
