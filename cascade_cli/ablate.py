@@ -125,6 +125,9 @@ def arm_config(arm: str, study: str, budget: str, dataset_path: Path, seed: int,
 def _pretrain_key(cfg: Config) -> str:
     """Everything that changes pretraining; arms with the same key share the pretrained T1."""
     relevant = {k: v for k, v in to_dict(cfg).items() if k in ("seed", "data", "pretrain")}
+    # Keys added after studies existed count only when set, so old studies keep their shared runs.
+    relevant["pretrain"] = {k: v for k, v in relevant["pretrain"].items()
+                            if not (k in ("keep_last", "patience") and v == 0)}
     relevant["model"] = {k: v for k, v in to_dict(cfg.model).items()
                          if not k.startswith(("t2_", "fusion", "head"))}
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:12]

@@ -25,6 +25,8 @@ from cascade_cli.config import Config, config_from_dict, to_dict
 from cascade_cli.errors import UserError
 
 FORMAT = "cascade-checkpoint/1"
+# What `cascade convert` / `download` write into their output folder, by checkpoint kind.
+CONVERTED = {"finetune": "finetuned.safetensors", "pretrain": "pretrained.safetensors"}
 
 
 @dataclass
@@ -95,15 +97,21 @@ def load_trainer_state(path: str | Path) -> dict[str, Any]:
         raise UserError(f"{path}: unreadable trainer state ({exc})") from None
 
 
-def resolve_checkpoint(run_or_file: str | Path, which: str = "best") -> Path:
-    """Accept a checkpoint file or a run directory (whose `checkpoints/<which>.safetensors` is used)."""
+def resolve_checkpoint(run_or_file: str | Path, which: str = "best", kind: str | None = None) -> Path:
+    """A checkpoint file; a run directory, whose `checkpoints/<which>.safetensors` is used; or a
+    folder written by `cascade convert` / `download`, whose checkpoint of `kind` (finetune or
+    pretrain; without a kind, the finetuned one if there) is used."""
     path = Path(run_or_file)
     if path.is_dir():
         candidate = path / "checkpoints" / f"{which}.safetensors"
-        if not candidate.is_file():
-            raise UserError(f"{path}: no checkpoints/{which}.safetensors in this run directory "
-                            "(did the run finish its first epoch?)")
-        return candidate
+        if candidate.is_file():
+            return candidate
+        for stage in (kind,) if kind else CONVERTED:
+            if (path / CONVERTED[stage]).is_file():
+                return path / CONVERTED[stage]
+        converted = CONVERTED[kind] if kind else " or ".join(CONVERTED.values())
+        raise UserError(f"{path}: neither a run directory with checkpoints/{which}.safetensors (did the run "
+                        f"finish its first epoch?) nor a converted folder with {converted}")
     if not path.exists():
         raise UserError(f"{path}: no such run directory or checkpoint file")
     return path

@@ -138,9 +138,20 @@ class OptimConfig:
 
 
 @dataclass
-class PretrainConfig:
+class StageConfig:
+    """What both training stages have."""
+
     epochs: int = field(default=10, metadata=_range(1))
     batch_size: int = field(default=32, metadata=_range(1))
+    # Besides best and last, keep the checkpoints of the last k epochs (checkpoints/epoch-NNNN.safetensors).
+    keep_last: int = field(default=0, metadata=_range(0))
+    # Early stopping: end the stage once its validation score (top-1, or masked MSE in pretraining)
+    # has not improved for this many epochs; 0 never stops early. Needs a validation split.
+    patience: int = field(default=0, metadata=_range(0))
+
+
+@dataclass
+class PretrainConfig(StageConfig):
     optim: OptimConfig = field(default_factory=OptimConfig)
     # joint_slots: random (frame, joint) slots, as the official code; joints: the same joints in
     # every frame, as the paper's wording; frames: whole frames; none: plain reconstruction.
@@ -152,11 +163,9 @@ class PretrainConfig:
 
 
 @dataclass
-class FinetuneConfig:
+class FinetuneConfig(StageConfig):
     # Pretraining run directory or checkpoint whose T1 starts finetuning; `--pretrained` sets it.
     pretrained: str = ""
-    epochs: int = field(default=10, metadata=_range(1))
-    batch_size: int = field(default=32, metadata=_range(1))
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(name="adamw", lr=3e-5, weight_decay=1e-4,
                                                                    schedule="cosine", warmup=0.05,
                                                                    schedule_unit="epoch"))
@@ -166,6 +175,13 @@ class FinetuneConfig:
     label_smoothing: float = field(default=0.0, metadata=_range(0.0, 1.0))
     # Keep the epoch with the best validation top-1, or simply the last epoch.
     select: Literal["val", "last"] = "val"
+
+
+@dataclass
+class LogConfig:
+    # Also write TensorBoard event files into RUN/tensorboard/ (needs the tensorboard package:
+    # pip install 'cascade-cli[tensorboard]').
+    tensorboard: bool = False
 
 
 @dataclass
@@ -192,6 +208,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    log: LogConfig = field(default_factory=LogConfig)
 
 
 # ----------------------------------------------------------------------------------------------

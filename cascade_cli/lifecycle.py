@@ -32,7 +32,7 @@ from cascade_cli.errors import UserError
 from cascade_cli.evaluate import evaluate
 from cascade_cli.progress import Reporter
 from cascade_cli.training import stages
-from cascade_cli.training.run_dir import CONFIG, check_unchanged, finished_epochs, read_run_config
+from cascade_cli.training.run_dir import CONFIG, check_unchanged, read_run_config, run_finished
 
 STAGES = ("pretrain", "finetune")
 WALL_TIME = "wall_time.json"  # written into a training run when the lifecycle finished it
@@ -56,7 +56,7 @@ def stage_config(stage: str, *, run_dir: str | Path | None = None, resume: bool 
     elif stage == "finetune":
         if not pretrained:
             raise UserError("finetuning needs a pretrained T1: pass --pretrained RUN_DIR_OR_CHECKPOINT")
-        base = to_dict(load_checkpoint(resolve_checkpoint(pretrained, "best")).config)
+        base = to_dict(load_checkpoint(resolve_checkpoint(pretrained, "best", kind="pretrain")).config)
     else:
         base = None
     cfg = load_config(preset, overrides, base=base)
@@ -112,7 +112,7 @@ def _stage(stage: str, cfg: Config, run_dir: Path, reporter: Reporter, hint: str
     if started:
         check_unchanged(run_dir, cfg, stage, hint)
         timing = run_dir / WALL_TIME
-        if finished_epochs(run_dir) >= epochs and timing.is_file():
+        if run_finished(run_dir, epochs) and timing.is_file():
             reporter.info(f"{stage}: finished already in {run_dir}")
             return float(json.loads(timing.read_text())["seconds"])
     t0 = time.perf_counter()

@@ -8,13 +8,17 @@ turn logs into noise. `quiet` hides progress only: warnings, problems and result
 from __future__ import annotations
 
 import contextlib
+import sys
 import time
-from datetime import timedelta
-from typing import Callable, Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Callable, Iterator, TextIO
 
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from cascade_cli import __version__
 
 
 def _fmt_eta(seconds: float) -> str:
@@ -30,18 +34,47 @@ class Reporter:
         self._progress: Progress | None = None
         self._task = None
         self.steps_done = 0
+        self._log: TextIO | None = None
+        self._pending: list[str] = []  # lines said before a log file opened, written into it first
 
     def info(self, message: str) -> None:
-        """Progress and context: hidden by quiet."""
+        """Progress and context: hidden by quiet (never from the log file)."""
+        self._to_log(message)
         if not self.quiet:
             self.console.print(message, highlight=False, markup=False)
 
     def result(self, message: str) -> None:
         """What the command produced (or a change it made): printed even when quiet."""
+        self._to_log(message)
         self.console.print(message, highlight=False, markup=False)
 
     def warn(self, message: str) -> None:
+        self._to_log(f"warning: {message}")
         self.console.print(f"[yellow]warning:[/yellow] {escape(message)}", highlight=False)
+
+    # -- the run's log file ------------------------------------------------------------------
+    @contextlib.contextmanager
+    def logging_to(self, path: Path) -> Iterator[None]:
+        """Append every line this reporter says (quiet or not, progress bars aside) to `path` for the
+        block, flushed line by line so a killed run loses nothing; lines said since the last log
+        file closed come first. An error that ends the block is logged too."""
+        with open(path, "a", buffering=1) as log:
+            log.write(f"# {datetime.now().isoformat(timespec='seconds')}  cascade {__version__}  {' '.join(sys.argv)}\n")
+            log.writelines(line + "\n" for line in self._pending)
+            self._log, self._pending = log, []
+            try:
+                yield
+            except BaseException as exc:
+                log.write(f"{'interrupted' if isinstance(exc, KeyboardInterrupt) else 'error'}: {exc}\n")
+                raise
+            finally:
+                self._log = None
+
+    def _to_log(self, line: str) -> None:
+        if self._log is not None:
+            self._log.write(line + "\n")
+        else:
+            self._pending = [*self._pending[-999:], line]  # bounded: a reporter may never log to a file
 
     # -- per-epoch progress ---------------------------------------------------------------
     def start_epoch(self, stage: str, epoch: int, epochs: int, steps: int) -> None:
@@ -70,11 +103,12 @@ class Reporter:
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
-        if self.quiet:
-            return
         stats = "  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in summary.items())
-        self.console.print(f"{self._stage} epoch {self._epoch}/{self._epochs}  {stats}  "
-                           f"{samples_per_s:.0f} samples/s  ETA {_fmt_eta(eta_s)}", highlight=False)
+        line = f"{self._stage} epoch {self._epoch}/{self._epochs}  {stats}  {samples_per_s:.0f} samples/s  " \
+               f"ETA {_fmt_eta(eta_s)}"
+        self._to_log(line)
+        if not self.quiet:
+            self.console.print(line, highlight=False)
 
     # -- progress over a batch of items (files to prepare, clips to score) ----------------------
     @contextlib.contextmanager

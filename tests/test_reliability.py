@@ -193,6 +193,7 @@ def test_nan_frames_are_named_before_training(tmp_path):
     assert not (tmp_path / "pre").exists()
 
 
+@pytest.mark.filterwarnings("ignore:.*encountered in:RuntimeWarning")  # the division by a zero width, on purpose
 def test_non_finite_inputs_are_blamed_on_the_data_not_the_learning_rate(tmp_path):
     # Image-size normalisation by a width of 0: finite data, infinite model inputs.
     data = tiny_set(tmp_path / "data", [3, 3], extra={"width": 0, "height": 0})
@@ -413,3 +414,90 @@ def test_layouts_list_and_show():
     assert shown.exit_code == 0 and "left_shoulder" in shown.output and "13 joints, 2-D" in shown.output
     unknown = CliRunner().invoke(app, ["layouts", "show", "kinect2"])
     assert unknown.exit_code == 2 and "unknown skeleton layout 'kinect2'" in unknown.output
+
+
+# ----------------------------------------------------------------------------------------------
+# 9. What a run directory holds: its log, a CSV, TensorBoard, the last k epochs, early stopping
+
+
+def test_a_run_directory_holds_its_log_a_csv_and_the_last_epochs(tmp_path):
+    import csv
+
+    data = tiny_set(tmp_path / "data", [4, 4])
+    result = CliRunner().invoke(app, ["pretrain", *train_args(data, tmp_path / "pre", "pretrain.epochs=4",
+                                                              "pretrain.keep_last=2", "log.tensorboard=true"),
+                                      "--quiet"])
+    assert result.exit_code == 0, result.output
+    run = tmp_path / "pre"
+    log = (run / "run.log").read_text()
+    # The whole log, quiet or not: when and what was run, the announcement, every epoch.
+    assert log.startswith("# 20") and "pretraining CascadeFormer" in log
+    assert all(f"pretrain epoch {e}/4" in log for e in range(1, 5))
+    with open(run / "metrics.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]
+    assert [float(r["train_loss"]) for r in rows] == pytest.approx([line["train_loss"] for line in lines])
+    assert sorted(p.name for p in (run / "checkpoints").glob("epoch-*")) == ["epoch-0003.safetensors",
+                                                                             "epoch-0004.safetensors"]
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    losses = events.Scalars("pretrain/train_loss")
+    assert [e.step for e in losses] == [1, 2, 3, 4]
+    assert [e.value for e in losses] == pytest.approx([line["train_loss"] for line in lines])
+
+
+@pytest.mark.filterwarnings("ignore:.*encountered in:RuntimeWarning")  # the division by a zero width, on purpose
+def test_the_log_file_keeps_the_error_that_ended_a_run(tmp_path):
+    data = tiny_set(tmp_path / "data", [3, 3], extra={"width": 0, "height": 0})
+    with pytest.raises(UserError):
+        lifecycle.pretrain(tmp_path / "pre", data=data, overrides=[*TINY, "pretrain.epochs=1", "data.normalize=image"])
+    assert "error: pretrain epoch 1: loss became nan" in (tmp_path / "pre" / "run.log").read_text()
+
+
+def test_patience_stops_a_stage_and_a_rerun_sees_it_finished(tmp_path, monkeypatch):
+    import cascade_cli.training.objectives as objectives
+
+    data = tiny_set(tmp_path / "data", [4, 4])
+    # A validation top-1 that peaks at epoch 2 and never improves after it.
+    scores = iter([0.5, 0.75, 0.5, 0.5, 0.75, 0.5, 0.5, 0.5])
+    monkeypatch.setattr(objectives.FinetuneObjective, "validate",
+                        lambda self, model, loader, device: {"val_loss": 1.0, "val_top1": next(scores)})
+    cfg = lifecycle.stage_config("pretrain", data=data, overrides=[*TINY, "pretrain.epochs=1",
+                                                                              "finetune.epochs=8", "finetune.patience=3"])
+    result = lifecycle.run_stages(cfg, tmp_path / "pre", tmp_path / "ft")
+    records = [json.loads(line) for line in (tmp_path / "ft" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records if "event" not in r] == [1, 2, 3, 4, 5]
+    assert records[-1] == {"event": "early_stop", "stage": "finetune", "epoch": 5, "best_epoch": 2, "patience": 3}
+    from cascade_cli.checkpoint import checkpoint_meta
+
+    assert checkpoint_meta(tmp_path / "ft" / "checkpoints" / "best.safetensors")["epoch"] == 2
+    assert result.report["model"]["epoch"] == 2
+    again = lifecycle.run_stages(cfg, tmp_path / "pre", tmp_path / "ft")  # finished: nothing trains
+    assert (tmp_path / "ft" / "metrics.jsonl").read_text().count("\n") == len(records)
+    assert again.report["top1"] == result.report["top1"]
+    with pytest.raises(UserError, match="finetune.patience': early stopping watches the validation split"):
+        lifecycle.finetune(tmp_path / "novalidation", pretrained=tmp_path / "pre",
+                           overrides=["data.val_fraction=0", "finetune.patience=2"])
+
+
+def test_a_converted_folder_works_wherever_a_run_directory_does(tmp_path):
+    from cascade_cli.checkpoint import resolve_checkpoint
+
+    data = tiny_set(tmp_path / "data", [3, 3])
+    lifecycle.pretrain(tmp_path / "pre", data=data, overrides=[*TINY, "pretrain.epochs=1"])
+    lifecycle.finetune(tmp_path / "ft", pretrained=tmp_path / "pre")
+    converted = tmp_path / "converted"  # the layout `cascade convert` writes
+    converted.mkdir()
+    (converted / "pretrained.safetensors").write_bytes((tmp_path / "pre/checkpoints/best.safetensors").read_bytes())
+    (converted / "finetuned.safetensors").write_bytes((tmp_path / "ft/checkpoints/best.safetensors").read_bytes())
+    assert resolve_checkpoint(converted, kind="pretrain").name == "pretrained.safetensors"
+    np.save(tmp_path / "clip.npy", open_dataset(data).clip(0)[:, 0])
+    predicted = CliRunner().invoke(app, ["predict", str(converted), str(tmp_path / "clip.npy"), "--json"])
+    assert predicted.exit_code == 0, predicted.output
+    evaluated = CliRunner().invoke(app, ["evaluate", str(converted), "--data", str(data), "--quiet"])
+    assert evaluated.exit_code == 0 and evaluated.output.startswith("top1 ")
+    again = lifecycle.finetune(tmp_path / "ft2", pretrained=converted, overrides=["finetune.epochs=1"])
+    assert again.is_file()

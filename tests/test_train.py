@@ -7,6 +7,7 @@ from safetensors.torch import load_file
 
 import cascade_cli.training.loop as loop
 import cascade_cli.training.optim as optim
+import cascade_cli.training.records as records
 import cascade_cli.training.stages as train
 from cascade_cli.checkpoint import load_checkpoint
 from cascade_cli.config import load_config
@@ -24,14 +25,14 @@ def tiny_config(data, *extra):
 
 def interrupt_after(monkeypatch, stop_epoch):
     """Simulate a kill right after `stop_epoch` finished and was saved."""
-    real = loop.append_line
+    real = records.append_line
 
     def append_then_maybe_die(path, line):
         real(path, line)
         if json.loads(line)["epoch"] == stop_epoch:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(loop, "append_line", append_then_maybe_die)
+    monkeypatch.setattr(records, "append_line", append_then_maybe_die)
 
 
 @pytest.mark.parametrize("stage", ["pretrain", "finetune"])

@@ -67,7 +67,7 @@ class Classifier:
 def load_classifier(checkpoint: str | Path, device: str | None = None) -> Classifier:
     """A finetuning run directory (its best checkpoint) or a checkpoint file -> Classifier in eval
     mode on `device` (default: the run's own device setting)."""
-    path = resolve_checkpoint(checkpoint, "best")
+    path = resolve_checkpoint(checkpoint, "best", kind="finetune")
     ckpt = load_checkpoint(path)
     if ckpt.meta.get("kind") != "finetune":
         raise UserError(f"{path}: a {ckpt.meta.get('kind')} checkpoint has no classifier; give a finetuning run "

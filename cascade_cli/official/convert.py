@@ -34,7 +34,7 @@ from huggingface_hub.utils import (EntryNotFoundError, LocalEntryNotFoundError, 
 from torch import Tensor, nn
 
 import cascade_cli
-from cascade_cli.checkpoint import git_commit, save_checkpoint
+from cascade_cli.checkpoint import CONVERTED, git_commit, save_checkpoint
 from cascade_cli.config import Config, load_config, to_dict
 from cascade_cli.errors import UserError, require_directory
 from cascade_cli.model import build_classifier, build_t1
@@ -42,8 +42,7 @@ from cascade_cli.model.encoder import check_heads
 from cascade_cli.official.release import DATASETS, DEFAULT_REVISION, HUB_REPO, VARIANTS, hub_folder
 
 ROLES = ("pretrained", "finetuned_T1", "finetuned_T2", "finetuned_cross_attn", "finetuned_head")
-FINETUNED = "finetuned.safetensors"
-PRETRAINED = "pretrained.safetensors"
+FINETUNED, PRETRAINED = CONVERTED["finetune"], CONVERTED["pretrain"]
 # The widths of B.4 tell the NTU splits apart: 768 (1.2: 800) is CS, 512 (1.2: 600) is CV.
 NTU_SPLIT_BY_WIDTH = {768: "ntu60_xsub", 800: "ntu60_xsub", 512: "ntu60_xview", 600: "ntu60_xview"}
 # NTU_CS (code), BEST_NTU_CS_1_0 (Hub) and BEST_NTU_1_0_CS (CascadeFormer-Agent) name the split too.

@@ -11,7 +11,6 @@ schedule of its new length (training/optim.py) and writes the change into the me
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import time
 from dataclasses import dataclass, replace
@@ -21,7 +20,6 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from cascade_cli.atomic import append_line
 from cascade_cli.checkpoint import load_checkpoint, load_trainer_state, save_checkpoint, save_trainer_state
 from cascade_cli.config import Config, OptimConfig
 from cascade_cli.data.format import PreparedDataset
@@ -35,6 +33,7 @@ from cascade_cli.training.distributed import Dist, barrier, sum_across
 from cascade_cli.training.fast_dropout import use_fast_dropout
 from cascade_cli.training.objectives import Objective
 from cascade_cli.training.optim import apply_hyperparameters, build_optimizer, build_scheduler, replan, schedule_length
+from cascade_cli.training.records import RunRecords, keep_epoch_checkpoint, require_tensorboard
 from cascade_cli.training.run_dir import RunState, trainer_state_path
 
 
@@ -50,6 +49,44 @@ class StageSetup:
     optim: OptimConfig
     select: str  # "last" or "val"
     meta: dict
+
+
+@dataclass
+class Selection:
+    """Which epoch is the selected one, and whether validation has stopped improving (patience)."""
+
+    select: str  # "val": the best validation score; "last": the latest epoch
+    higher_is_better: bool
+    patience: int  # epochs without a better validation score before the stage stops; 0 never
+    best_epoch: int = 0  # of the selected checkpoint
+    best_score: float | None = None  # its validation score, when select is val
+    score_best: float | None = None  # the best validation score so far, whatever select says
+    score_best_epoch: int = 0
+
+    def update(self, epoch: int, score: float | None) -> bool:
+        """Record an epoch's validation score (None without validation); True if it is now selected."""
+        better = score is not None and (self.score_best is None or (
+            score > self.score_best if self.higher_is_better else score < self.score_best))
+        if better:
+            self.score_best, self.score_best_epoch = score, epoch
+        selected = self.select == "last" or better
+        if selected:
+            self.best_epoch = epoch
+            self.best_score = score if self.select == "val" else self.best_score
+        return selected
+
+    def exhausted(self, epoch: int) -> bool:
+        return self.patience > 0 and self.score_best is not None and epoch - self.score_best_epoch >= self.patience
+
+    def state(self) -> dict:
+        return {"best_score": self.best_score, "best_epoch": self.best_epoch, "score_best": self.score_best,
+                "score_best_epoch": self.score_best_epoch}
+
+    def restore(self, state: dict) -> None:
+        self.best_score, self.best_epoch = state["best_score"], state["best_epoch"]
+        # Saved before patience existed: the selection score was the only one tracked.
+        self.score_best = state.get("score_best", state["best_score"])
+        self.score_best_epoch = state.get("score_best_epoch", state["best_epoch"])
 
 
 def make_loader(ds: PreparedDataset, indices: np.ndarray, cfg: Config, *, train: bool, batch_size: int,
@@ -88,6 +125,12 @@ def check_inputs(setup: StageSetup, ctx: Dist, reporter: Reporter) -> StageSetup
         reporter.warn(f"{len(splits.unvalidated)} class(es) have too few training clips to hold one out for "
                       f"validation, so they stay in training and are not validated: "
                       f"{', '.join(splits.unvalidated_names())} (data.val_fraction={cfg.data.val_fraction})")
+    stage_cfg = getattr(cfg, name)
+    if stage_cfg.patience and len(splits.val) == 0:
+        raise UserError(f"config key '{name}.patience': early stopping watches the validation split, and this "
+                        "run has none; set data.val_fraction > 0 or patience=0")
+    if cfg.log.tensorboard:
+        require_tensorboard()
     if setup.select == "val" and len(splits.val) == 0:
         why = ("data.val_fraction is 0" if cfg.data.val_fraction == 0 else
                "no class has enough training clips to hold one out")
@@ -130,7 +173,9 @@ def fit(setup: StageSetup, device: torch.device, reporter: Reporter, ctx: Dist =
     if device.type == "cuda" and cfg.data.frames > 0:
         torch.backends.cudnn.benchmark = True  # fixed shapes: tuning once pays off
 
-    start_epoch, best_score, best_epoch, elapsed = 1, None, 0, 0.0
+    stage_cfg = getattr(cfg, objective.name)
+    selection = Selection(setup.select, objective.higher_is_better, stage_cfg.patience)
+    start_epoch, elapsed, stopped = 1, 0.0, None
     lr_before = optimizer.param_groups[0]["lr"]
     scheduler = build_scheduler(optimizer, setup.optim, total)
     if resume:
@@ -152,14 +197,19 @@ def fit(setup: StageSetup, device: torch.device, reporter: Reporter, ctx: Dist =
         torch.set_rng_state(state["rng_cpu"])
         if device.type == "cuda" and "rng_cuda" in state:
             torch.cuda.set_rng_state(state["rng_cuda"], device)
-        start_epoch, best_score, best_epoch = state["epoch"] + 1, state["best_score"], state["best_epoch"]
-        elapsed = state.get("elapsed_s", 0.0)
-        if start_epoch > setup.epochs:
+        start_epoch, elapsed = state["epoch"] + 1, state.get("elapsed_s", 0.0)
+        selection.restore(state)
+        # A stage that stopped early is finished, unless an amendment (a new patience, say) reopens it.
+        stopped = state.get("stopped_early") if setup.run.amendment is None else None
+        if stopped:
+            reporter.info(f"{run_dir}: {objective.name} stopped early after epoch {stopped} (patience)")
+        elif start_epoch > setup.epochs:
             reporter.info(f"{run_dir}: all {setup.epochs} {objective.name} epochs already done")
         else:
             reporter.info(f"resuming {run_dir} at epoch {start_epoch}/{setup.epochs}")
+    records = RunRecords(run_dir, cfg.log.tensorboard) if ctx.is_main else None
     if setup.run.amended_now and ctx.is_main:
-        _log_amendment(setup, lr_before, optimizer.param_groups[0]["lr"], total, reporter)
+        _log_amendment(setup, records, lr_before, optimizer.param_groups[0]["lr"], total, reporter)
 
     train_model = model
     if ctx.enabled:
@@ -169,7 +219,7 @@ def fit(setup: StageSetup, device: torch.device, reporter: Reporter, ctx: Dist =
         train_model = torch.compile(train_model)
     val_loader = (make_loader(ds, setup.splits.val, cfg, train=False, batch_size=cfg.eval_batch_size)
                   if len(setup.splits.val) else None)
-    for epoch in range(start_epoch, setup.epochs + 1):
+    for epoch in range(start_epoch, setup.epochs + 1 if not stopped else start_epoch):
         t0 = time.perf_counter()
         loader = make_loader(ds, setup.splits.train, cfg, train=True, batch_size=setup.batch_size, epoch=epoch,
                              ctx=ctx, pin_memory=pin)
@@ -219,52 +269,58 @@ def fit(setup: StageSetup, device: torch.device, reporter: Reporter, ctx: Dist =
 
         epoch_time = time.perf_counter() - t0
         elapsed += epoch_time
+        stop = False
         if ctx.is_main:
             model.eval()
-            val = objective.validate(model, val_loader, device) if len(setup.splits.val) else {}
+            val = objective.validate(model, val_loader, device) if val_loader is not None else {}
             record = {"stage": objective.name, "epoch": epoch, "lr": lr, **{f"train_{k}": v for k, v in means.items()},
                       **val, "samples_per_s": seen_all / epoch_time, "epoch_time_s": epoch_time}
-            improved = setup.select == "last"
-            if setup.select == "val":
-                score = objective.score(val)
-                improved = best_score is None or (score > best_score if objective.higher_is_better
-                                                  else score < best_score)
-                best_score = score if improved else best_score
-            best_epoch = epoch if improved else best_epoch
-            meta = {**setup.meta, "epoch": epoch}
+            improved = selection.update(epoch, objective.score(val) if val else None)
+            stop = selection.exhausted(epoch) and epoch < setup.epochs
+            meta = {**setup.meta, "epoch": epoch, **({"stopped_early": True} if stop else {})}
             save_checkpoint(ckpt_dir / "last.safetensors", model, cfg, meta)
             if improved:
                 save_checkpoint(ckpt_dir / "best.safetensors", model, cfg,
                                 {**meta, "selected_by": "last epoch" if setup.select == "last" else
                                  f"validation {'top-1' if objective.higher_is_better else 'masked MSE'}",
                                  "val": val})
+            keep_epoch_checkpoint(ckpt_dir, epoch, stage_cfg.keep_last)
             save_trainer_state(trainer_state_path(run_dir), {
-                "epoch": epoch, "best_score": best_score, "best_epoch": best_epoch, "elapsed_s": elapsed,
+                "epoch": epoch, **selection.state(), "elapsed_s": elapsed, **({"stopped_early": epoch} if stop else {}),
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "schedule_total": total, "scaler": scaler.state_dict(), "rng_cpu": torch.get_rng_state(),
                 **({"rng_cuda": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {}),
             })
-            append_line(run_dir / "metrics.jsonl", json.dumps({**record, "best_epoch": best_epoch}))
+            records.epoch({**record, "best_epoch": selection.best_epoch})
             shown = {k: v for k, v in record.items() if k.startswith(("train_", "val_"))}
             reporter.end_epoch(shown, record["samples_per_s"],
                                (setup.epochs - epoch) * elapsed / (epoch - start_epoch + 1))
+            if stop:
+                records.event({"event": "early_stop", "stage": objective.name, "epoch": epoch,
+                               "best_epoch": selection.score_best_epoch, "patience": stage_cfg.patience})
+                reporter.result(f"{objective.name}: no better validation score for {stage_cfg.patience} epoch(s) "
+                                f"since epoch {selection.score_best_epoch}; stopped early after epoch {epoch}")
         else:
             reporter.end_epoch({}, 0.0, 0.0)
         barrier(ctx)  # the next epoch (or a resume) starts from what rank 0 saved
+        if sum_across(torch.tensor(float(stop)), ctx).item():  # every rank stops when rank 0 does
+            break
+    if records is not None:
+        records.close()
     return ckpt_dir / "best.safetensors"
 
 
 LOG_EVERY = 10  # steps between progress updates: each one reads values back from the device
 
 
-def _log_amendment(setup: StageSetup, lr_before: float, lr_after: float, total: int, reporter: Reporter) -> None:
+def _log_amendment(setup: StageSetup, records: RunRecords, lr_before: float, lr_after: float, total: int,
+                   reporter: Reporter) -> None:
     """What an amendment changed, with the learning rate before and after, in the metrics log and
     on screen."""
     amendment = setup.run.amendment
-    append_line(setup.run.path / "metrics.jsonl", json.dumps({
-        "event": "amend", "stage": setup.objective.name, "epoch": amendment["epoch"],
-        "changes": amendment["changes"], "lr_before": lr_before, "lr_after": lr_after,
-        "schedule_steps": total}))
+    records.event({"event": "amend", "stage": setup.objective.name, "epoch": amendment["epoch"],
+                   "changes": amendment["changes"], "lr_before": lr_before, "lr_after": lr_after,
+                   "schedule_steps": total})
     changed = ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in amendment["changes"].items())
     reporter.result(f"amended after epoch {amendment['epoch']}: {changed}; the run continues on the schedule of "
                   f"{setup.epochs} epochs, learning rate {lr_before:.3g} -> {lr_after:.3g}")

@@ -27,6 +27,7 @@ from cascade_cli.errors import UserError, yaml_error
 from cascade_cli.locking import directory_lock
 
 CONFIG = "config.yaml"
+RUN_LOG = "run.log"  # everything the run said, quiet or not, flushed line by line
 # What no amendment can change: the saved weights, optimizer state or input shape would not fit.
 FIXED_KEYS = tuple(f"model.{k}" for k in ("variant", "spatial_form", "d_model", "t1_layers", "t1_heads", "ffn_dim",
                                           "spatial_heads", "max_frames", "decoder", "t2_layers", "t2_heads",
@@ -48,6 +49,13 @@ def finished_epochs(run_dir: Path) -> int:
     """Epochs the run has saved (from the last checkpoint's header), 0 before the first one."""
     last = run_dir / "checkpoints" / "last.safetensors"
     return int(checkpoint_meta(last).get("epoch") or 0) if last.is_file() else 0
+
+
+def run_finished(run_dir: Path, epochs: int) -> bool:
+    """All `epochs` epochs done, or the stage stopped early (patience)."""
+    last = run_dir / "checkpoints" / "last.safetensors"
+    meta = checkpoint_meta(last) if last.is_file() else {}
+    return int(meta.get("epoch") or 0) >= epochs or bool(meta.get("stopped_early"))
 
 
 def read_run_config(run_dir: Path) -> tuple[dict, list[dict]]:

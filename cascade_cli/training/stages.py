@@ -24,7 +24,7 @@ from cascade_cli.runtime import resolve_device
 from cascade_cli.training.distributed import Dist, barrier, init_distributed
 from cascade_cli.training.loop import StageSetup, check_inputs, fit
 from cascade_cli.training.objectives import FinetuneObjective, PretrainObjective
-from cascade_cli.training.run_dir import RunState, open_run, pending_amendment, trainer_state_path
+from cascade_cli.training.run_dir import RUN_LOG, RunState, open_run, pending_amendment, trainer_state_path
 
 
 def _dataset_meta(splits: Splits, cfg: Config) -> dict:
@@ -52,7 +52,8 @@ def _fit_in_run_dir(setup: StageSetup, run_dir: Path, device: torch.device, ctx:
     other ranks wait for it to be ready, then train with the same view of it."""
     setup = check_inputs(setup, ctx, reporter)
     if ctx.is_main:
-        with open_run(run_dir, setup.cfg, setup.objective.name, resume=resume, amend=amend) as run:
+        with open_run(run_dir, setup.cfg, setup.objective.name, resume=resume, amend=amend) as run, \
+                reporter.logging_to(run_dir / RUN_LOG):
             reporter.info(announce)
             barrier(ctx)
             return fit(replace(setup, run=run), device, reporter, ctx)
@@ -98,7 +99,7 @@ def finetune(cfg: Config, run_dir: str | Path, reporter: Reporter, resume: bool 
     run_dir = Path(run_dir)
     if not cfg.finetune.pretrained:
         raise UserError("finetuning needs a pretrained T1: pass --pretrained RUN_DIR_OR_CHECKPOINT")
-    source = load_checkpoint(resolve_checkpoint(cfg.finetune.pretrained, "best"))
+    source = load_checkpoint(resolve_checkpoint(cfg.finetune.pretrained, "best", kind="pretrain"))
     if source.meta.get("kind") != "pretrain":
         raise UserError(f"{cfg.finetune.pretrained}: expected a pretraining checkpoint, got '{source.meta.get('kind')}'")
     splits = run_splits(cfg)
