@@ -1,0 +1,1 @@
+"""Anomaly alerts: the CascadeFormer-Agent done offline and evaluated honestly."""
