@@ -128,6 +128,8 @@ def _pretrain_key(cfg: Config) -> str:
     # Keys added after studies existed count only when set, so old studies keep their shared runs.
     relevant["pretrain"] = {k: v for k, v in relevant["pretrain"].items()
                             if not (k in ("keep_last", "patience") and v == 0)}
+    relevant["data"] = {k: v for k, v in relevant["data"].items()
+                        if not (k in ("classes", "exclude_classes") and not v)}
     relevant["model"] = {k: v for k, v in to_dict(cfg.model).items()
                          if not k.startswith(("t2_", "fusion", "head"))}
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:12]

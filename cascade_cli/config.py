@@ -35,6 +35,12 @@ class DataConfig:
     # cap on frames per batch (batch x longest clip) instead of a fixed clip count; 0 = no cap.
     bucketing: bool = True
     max_frames_per_batch: int = field(default=0, metadata=_range(0))
+    # Train, validate and evaluate only these classes, by name or 0-based index; empty: all classes.
+    # The head keeps one output per dataset class; the others simply never occur as targets.
+    classes: list[str] = field(default_factory=list)
+    # Leave these classes (by name or index) out of training, validation and evaluation, e.g. the
+    # actions an open-set protocol keeps unseen; applied after `classes`.
+    exclude_classes: list[str] = field(default_factory=list)
     # Share of each class of the training split held out for model selection.
     val_fraction: float = field(default=0.1, metadata=_range(0.0, 0.5))
     # Frames per clip fed to the model; 0 keeps each clip's own length (padded per batch).
@@ -226,11 +232,37 @@ def dump_yaml(cfg: Config) -> str:
 def _describe(tp: Any) -> str:
     if typing.get_origin(tp) is Literal:
         return "one of " + ", ".join(str(a) for a in typing.get_args(tp))
+    if typing.get_origin(tp) is list:
+        return "a list of names or indices (a YAML list, or comma-separated: a,b)"
     return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(tp, str(tp))
+
+
+def _coerce_list(key: str, tp: Any, value: Any) -> list[str]:
+    """A list of names as a YAML list, or as the one string `--set key=a,b` arrives as: lists are
+    the natural form in a preset, commas the handiest on a command line.
+    Integers become their text, so `[0, walk]` and `0,walk` are the same list."""
+    if value is None or (isinstance(value, str) and value.strip() in ("", "[]")):
+        return []
+    given = value
+    if isinstance(value, str):
+        value = value.split(",")
+    elif not isinstance(value, list):
+        value = [value]
+    items = []
+    for item in value:
+        if isinstance(item, bool) or not isinstance(item, (str, int)):
+            raise UserError(f"config key '{key}': {item!r} is not a name or an integer index; use {_describe(tp)}")
+        text = str(item).strip()
+        if not text:
+            raise UserError(f"config key '{key}': {given!r} has an empty entry; use {_describe(tp)}")
+        items.append(text)
+    return items
 
 
 def _coerce(key: str, tp: Any, value: Any, meta: typing.Mapping) -> Any:
     """Check one leaf value against its declared type and range; return it in canonical form."""
+    if typing.get_origin(tp) is list:
+        return _coerce_list(key, tp, value)
     if typing.get_origin(tp) is Literal:
         choices = typing.get_args(tp)
         # YAML reads `variant: 1.0` as a float and `amp: off` as false; accept them when their text

@@ -41,6 +41,10 @@ def test_later_overrides_win_and_preset_applies():
     ("model=3", "config key 'model': expected a mapping"),
     ("seed", "expected KEY=VALUE"),
     ("model..d_model=3", "dotted names"),
+    # List keys (data.classes, data.exclude_classes; tests/test_class_subsets.py has the rest).
+    ("data.classes=a,,b", "config key 'data.classes': 'a,,b' has an empty entry"),
+    ("data.exclude_classes=1.5", "config key 'data.exclude_classes': 1.5 is not a name or an integer index"),
+    ("data.classes=[true]", "config key 'data.classes': True is not a name or an integer index"),
 ])
 def test_bad_overrides_name_the_key(override, fragment):
     with pytest.raises(UserError) as info:

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from cascade_cli.data.format import PreparedDataset, open_dataset
 from cascade_cli.data.pipeline import ClipDataset, collate_clips
-from cascade_cli.data.splits import protocol_splits
+from cascade_cli.data.splits import class_subset, protocol_splits
 from cascade_cli.errors import UserError
 from cascade_cli.inference.classifier import Classifier
 from cascade_cli.inference.inputs import model_input, read_inputs
@@ -88,10 +88,13 @@ def score_split(classifier: Classifier, split: str = "test", *, data: str | Path
                 views: int = 1, batch_size: int | None = None, reporter: Reporter | None = None) -> Scores:
     """Scores of one split (test, val or train) of the checkpoint's protocol, on its own dataset or
     on `data` (a prepared dataset with the same classes). val and train are the very clips training
-    selected and trained on."""
+    selected and trained on; a model trained on a class subset is scored on the clips of its own
+    classes only, because the others were never its task."""
     cfg = classifier.config
     dataset = data if isinstance(data, PreparedDataset) else open_dataset(data or cfg.data.path)
-    splits = protocol_splits(dataset, classifier.meta["protocol"], cfg.data.val_fraction, cfg.seed)
+    classifier.check_dataset(dataset)
+    splits = protocol_splits(dataset, classifier.meta["protocol"], cfg.data.val_fraction, cfg.seed,
+                             class_subset(cfg.data, dataset.class_names))
     indices = splits.indices(split)
     if len(indices) == 0:
         raise UserError(f"{dataset.path}: split '{split}' of protocol '{splits.protocol}' is empty")

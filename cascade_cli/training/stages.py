@@ -28,10 +28,12 @@ from cascade_cli.training.run_dir import RUN_LOG, RunState, open_run, pending_am
 
 
 def _dataset_meta(splits: Splits, cfg: Config) -> dict:
+    """What a checkpoint needs to be used without its run: the head has an output for every one of
+    class_names, but knows only trained_classes (a subset run never saw the others)."""
     ds = splits.dataset
     num_joints, in_channels = model_input_shape(ds, cfg.data)
     return {"git_commit": git_commit(), "dataset": ds.name, "dataset_path": str(ds.path), "protocol": splits.protocol,
-            "layout": ds.layout.to_dict(), "class_names": list(ds.class_names),
+            "layout": ds.layout.to_dict(), "class_names": list(ds.class_names), "trained_classes": splits.class_names(),
             "representation": cfg.data.representation, "person": cfg.data.person,
             "num_joints": num_joints, "in_channels": in_channels, "confidence": ds.has_confidence}
 
