@@ -78,3 +78,28 @@ def person_breakdown(confusion: np.ndarray, two_person: Sequence[int]) -> dict:
                 "weighted": int(correct[members].sum()) / samples if samples else None}
 
     return {"two_person": group(pair), "single_person": group(~pair), "overall": group(np.ones_like(pair))}
+
+
+def auroc(scores: np.ndarray, positive: np.ndarray) -> float | None:
+    """Area under the ROC curve of `scores` (higher = positive) for boolean labels: the probability
+    that a random positive outscores a random negative, ties counting half (Mann-Whitney U from
+    average ranks). None when one class is absent."""
+    from scipy.stats import rankdata
+
+    positive = np.asarray(positive, dtype=bool)
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    if not n_pos or not n_neg:
+        return None
+    ranks = rankdata(scores)
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def roc_curve(scores: np.ndarray, positive: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(false positive rates, true positive rates) as the threshold falls through every distinct score,
+    from (0, 0) to (1, 1)."""
+    positive = np.asarray(positive, dtype=bool)
+    order = np.argsort(-np.asarray(scores), kind="stable")
+    ranked, hits = np.asarray(scores)[order], positive[order]
+    last_of_each_value = np.r_[np.flatnonzero(np.diff(ranked)), len(ranked) - 1]
+    tp, fp = np.cumsum(hits)[last_of_each_value], np.cumsum(~hits)[last_of_each_value]
+    return np.r_[0.0, fp / max(fp[-1], 1)], np.r_[0.0, tp / max(tp[-1], 1)]

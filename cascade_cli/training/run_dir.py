@@ -28,12 +28,14 @@ from cascade_cli.locking import directory_lock
 
 CONFIG = "config.yaml"
 RUN_LOG = "run.log"  # everything the run said, quiet or not, flushed line by line
-# What no amendment can change: the saved weights, optimizer state or input shape would not fit.
+# What no amendment can change: the saved weights, optimizer state or input shape would not fit, or
+# (the class subset) the task itself would change under a run.
 FIXED_KEYS = tuple(f"model.{k}" for k in ("variant", "spatial_form", "d_model", "t1_layers", "t1_heads", "ffn_dim",
                                           "spatial_heads", "max_frames", "decoder", "t2_layers", "t2_heads",
                                           "fusion", "head")) + (
-    "data.representation", "data.person", "finetune.pretrained", "finetune.t1", "finetune.t1_trainable_layers",
-    "pretrain.optim.name", "finetune.optim.name", "pretrain.optim.schedule_unit", "finetune.optim.schedule_unit")
+    "data.representation", "data.person", "data.classes", "data.exclude_classes", "finetune.pretrained",
+    "finetune.t1", "finetune.t1_trainable_layers", "pretrain.optim.name", "finetune.optim.name",
+    "pretrain.optim.schedule_unit", "finetune.optim.schedule_unit")
 
 
 # Keys a stage never reads. A pretraining run shared by arms that differ only in their finetuning
