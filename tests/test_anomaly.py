@@ -18,6 +18,7 @@ from cascade_cli.cli import app
 from cascade_cli.data.format import open_dataset
 from cascade_cli.errors import UserError
 from tests.conftest import TINY, shared_dataset
+from tests.test_anomaly_llm import stub  # noqa: F401 - the local OpenAI-compatible stub server, as a fixture
 
 
 # ----------------------------------------------------------------------------------------------
@@ -239,3 +240,25 @@ def test_bad_detector_inputs_are_one_line_and_write_nothing(open_set, tmp_path):
     save_checkpoint(best, load_classifier(best).model, saved.config, {**saved.meta, "epoch": -1})  # other bytes
     changed = runner.invoke(app, ["anomaly", "evaluate", str(tmp_path / "d2")])
     assert changed.exit_code == 2 and "not the checkpoint this detector was fitted on" in changed.output
+
+
+def test_score_with_a_language_model_on_a_local_stub(open_set, tiny_dataset, tmp_path, stub):
+    from tests.test_anomaly_llm import chat, verdict
+
+    CliRunner().invoke(app, ["anomaly", "tune", str(open_set / "detector")])
+    np.save(tmp_path / "clip.npy", open_dataset(tiny_dataset).clip(0)[:, 0])
+    args = ["anomaly", "score", str(open_set / "detector"), str(tmp_path / "clip.npy"), "--json",
+            "--llm-url", stub.url, "--llm-model", "stub-model"]
+    stub.answers = [chat(verdict("ALERT", "knn is far above its threshold"))]
+    decided = CliRunner().invoke(app, [*args, "--llm-decides"])
+    assert decided.exit_code == 0, decided.output
+    (clip,) = json.loads(decided.output)
+    assert clip["decision"] == "ALERT" and clip["rationale"] == "knn is far above its threshold"
+    assert not clip["llm_fell_back"]
+    prompt = json.dumps(stub.requests[-1]["body"])
+    assert "knn" in prompt and "ALERT if knn >= " in prompt  # the statistics and the policy, no embedding
+    stub.answers = [chat("not json at all")]
+    fallen = CliRunner().invoke(app, [*args, "--llm-decides"])
+    assert fallen.exit_code == 0, fallen.output
+    assert json.loads(fallen.output.split("\nwarning")[0])[0]["decision"] == "LOG"
+    assert "1 of 1 language-model replies were unusable" in fallen.output
