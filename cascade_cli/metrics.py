@@ -103,3 +103,24 @@ def roc_curve(scores: np.ndarray, positive: np.ndarray) -> tuple[np.ndarray, np.
     last_of_each_value = np.r_[np.flatnonzero(np.diff(ranked)), len(ranked) - 1]
     tp, fp = np.cumsum(hits)[last_of_each_value], np.cumsum(~hits)[last_of_each_value]
     return np.r_[0.0, fp / max(fp[-1], 1)], np.r_[0.0, tp / max(tp[-1], 1)]
+
+
+def continual_metrics(accuracy: np.ndarray) -> dict[str, float | None]:
+    """The class-incremental summaries of an accuracy matrix a[i][j] (top-1 on task j's test clips
+    after training task i; entries with j > i are ignored):
+
+    FAA: final average accuracy, the mean of the last row. Forgetting: for each task but the last,
+    its best accuracy before the end minus its final one, averaged. BWT (backward transfer): for
+    each task but the last, its final accuracy minus its accuracy right after it was learnt,
+    averaged. Average incremental accuracy: the mean over rows of each row's mean over seen tasks.
+    """
+    a = np.asarray(accuracy, dtype=np.float64)
+    T = len(a)
+    final = a[T - 1]
+    earlier = range(T - 1)
+    return {
+        "faa": float(final.mean()),
+        "forgetting": float(np.mean([a[:T - 1, j][j:].max() - final[j] for j in earlier])) if T > 1 else None,
+        "bwt": float(np.mean([final[j] - a[j, j] for j in earlier])) if T > 1 else None,
+        "average_incremental_accuracy": float(np.mean([a[i, :i + 1].mean() for i in range(T)])),
+    }
