@@ -183,6 +183,39 @@ class FinetuneConfig(StageConfig):
     select: Literal["val", "last"] = "val"
 
 
+CONTINUAL_METHODS = ("ft", "joint", "er", "der", "derpp", "charon")
+
+
+@dataclass
+class ContinualConfig:
+    """Class-incremental learning (`cascade continual`); reference continual_learning.md."""
+
+    # Tasks of disjoint classes, seen one after another; the classes must split into equal tasks.
+    tasks: int = field(default=5, metadata=_range(1))
+    # sorted, random:SEED, charon-ntu60 (the CHARON code's Split NTU-60 order) or a file of class names.
+    class_order: str = "sorted"
+    # ft (finetune, lower bound), joint (all tasks at once, upper bound), er, der, derpp, charon.
+    method: Literal[CONTINUAL_METHODS] = "derpp"
+    # The buffer's size in full clips: its bytes. CHARON keeps every `compression`-th frame, in as
+    # many slots as fit in those bytes (about `compression` times more clips); the others full clips.
+    buffer: int = field(default=200, metadata=_range(1))
+    compression: int = field(default=5, metadata=_range(1))
+    # SGD without a schedule, as the CHARON code; a fresh optimizer for every task.
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(name="sgd", lr=0.05, momentum=0.0,
+                                                                   schedule_unit="epoch"))
+    # Loss weights, and CHARON's masking and probing (the CHARON paper's values):
+    alpha: float = field(default=0.3, metadata=_range(0.0))  # the buffer's logits (DER, DER++, CHARON)
+    beta: float = field(default=0.8, metadata=_range(0.0))  # the buffer's labels (DER++, CHARON)
+    gamma: float = field(default=0.5, metadata=_range(0.0))  # reconstruction (CHARON)
+    mask_ratio: float = field(default=0.3, metadata=_range(0.0, 1.0))  # frames hidden before T1 (CHARON)
+    probe_epochs: int = field(default=3, metadata=_range(0))  # linear probing after each task (CHARON)
+    epochs: int = field(default=30, metadata=_range(1))  # per task
+    batch_size: int = field(default=16, metadata=_range(1))
+    # T1 from scratch (none), or masked pretraining of T1 on the first task's training clips alone
+    # (first_task; pretrain.* settings) before the first task: never on data of a later task.
+    pretrain: Literal["none", "first_task"] = "none"
+
+
 @dataclass
 class LogConfig:
     # Also write TensorBoard event files into RUN/tensorboard/ (needs the tensorboard package:
@@ -215,6 +248,7 @@ class Config:
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    continual: ContinualConfig = field(default_factory=ContinualConfig)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -44,11 +44,11 @@ def test_compression_restores_linear_motion_exactly_and_real_motion_closely():
 def test_compressed_buffer_holds_more_clips_in_the_same_bytes():
     plain = ReservoirBuffer(capacity=50, frames=60, frame_shape=(20, 3), num_classes=10)
     packed = ReservoirBuffer(capacity=50, frames=60, frame_shape=(20, 3), num_classes=10, compression=5)
-    assert packed.slots == 250 and packed.x.nbytes == plain.x.nbytes
+    assert 240 <= packed.slots <= 250 and packed.nbytes <= plain.nbytes  # about 5x the clips, no more bytes
     rng = np.random.default_rng(0)
     x = rng.normal(size=(300, 60, 20, 3)).astype(np.float32)
     packed.add(x, rng.integers(0, 10, 300), task=0, logits=rng.normal(size=(300, 10)).astype(np.float32))
-    assert len(packed) == 250 and packed.clips(packed.sample(8)).shape == (8, 60, 20, 3)
+    assert len(packed) == packed.slots and packed.clips(packed.sample(8)).shape == (8, 60, 20, 3)
     state = packed.state_dict()
     again = ReservoirBuffer(capacity=50, frames=60, frame_shape=(20, 3), num_classes=10, compression=5)
     again.load_state_dict({k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in state.items()})

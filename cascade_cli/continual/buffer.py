@@ -2,8 +2,9 @@
 
 Reservoir sampling (Vitter's algorithm R, as Mammoth implements it) gives every clip of the stream
 the same chance, capacity / seen, to be held, whatever its task. CHARON's compression keeps every
-s-th frame of a clip and grants s times as many slots, so the buffer holds s times more clips in the
-bytes of `capacity` uncompressed clips; a clip is restored to its full length by linear
+s-th frame of a clip and grants as many slots as fit in the bytes of `capacity` uncompressed clips
+(about s times as many; each slot's label, task and logits counted too, so a compressed buffer
+never holds more bytes than a plain one); a clip is restored to its full length by linear
 interpolation, which has no parameters to learn.
 """
 
@@ -35,8 +36,10 @@ class ReservoirBuffer:
                  compression: int = 1, seed: int = 0):
         if capacity < 1 or compression < 1:
             raise ValueError("buffer capacity and compression must be at least 1")
-        self.slots, self.frames, self.compression = capacity * compression, frames, compression
         kept = len(range(0, frames, compression))
+        per_frame, extra = int(np.prod(frame_shape)) * 4, 8 + 8 + 4 * num_classes  # label, task, logits
+        self.slots = capacity * (frames * per_frame + extra) // (kept * per_frame + extra)
+        self.frames, self.compression = frames, compression
         self.x = np.zeros((self.slots, kept, *frame_shape), np.float32)
         self.labels = np.zeros(self.slots, np.int64)
         self.tasks = np.zeros(self.slots, np.int64)

@@ -158,7 +158,11 @@ class CascadeFormer(nn.Module):
 
     def embed(self, x: Tensor, pad_mask: Tensor | None = None) -> Tensor:
         """x (B, T, J, C) -> pooled clip embedding (B, d), the input of the head."""
-        pretrained = self.t1(x, pad_mask)  # (B, T, d)
+        return self.pool(self.t1(x, pad_mask), pad_mask)
+
+    def pool(self, pretrained: Tensor, pad_mask: Tensor | None = None) -> Tensor:
+        """T1's tokens (B, T, d) -> pooled clip embedding (B, d): T2, fusion and the masked mean. Apart
+        from embed for callers that also decode T1's tokens (continual learning's reconstruction)."""
         finetuned = self.t2(pretrained, pad_mask)  # (B, T, d)
         return masked_mean(self.fusion(pretrained, finetuned, pad_mask), pad_mask)
 

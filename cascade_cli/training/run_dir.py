@@ -40,7 +40,8 @@ FIXED_KEYS = tuple(f"model.{k}" for k in ("variant", "spatial_form", "d_model", 
 
 # Keys a stage never reads. A pretraining run shared by arms that differ only in their finetuning
 # (cascade ablate) must not see those differences as changes to itself.
-UNUSED_BY = {"pretrain": ("finetune.", "model.t2_", "model.fusion", "model.head"), "finetune": ("pretrain.",)}
+UNUSED_BY = {"pretrain": ("finetune.", "model.t2_", "model.fusion", "model.head", "continual."),
+             "finetune": ("pretrain.", "continual."), "continual": ("pretrain.", "finetune.")}
 
 
 def trainer_state_path(run_dir: Path) -> Path:
