@@ -15,9 +15,7 @@ from cascade_cli.config import CONTINUAL_METHODS as METHODS
 from cascade_cli.progress import Reporter
 
 Method = choice_enum("Method", METHODS)
-continual_app = typer.Typer(help="Class-incremental learning on the CascadeFormer backbone: tasks of disjoint "
-                                 "classes one after another, one head, a memory buffer (CHARON and its baselines). "
-                                 "Run with options; `report` compares finished runs.")
+continual_app = typer.Typer()  # its help is the callback's docstring
 
 
 @continual_app.callback(invoke_without_command=True)
@@ -38,11 +36,15 @@ def continual(
     gpu: Optional[int] = GpuOpt, device: Optional[str] = DeviceOpt, seed: Optional[int] = SeedOpt,
     resume: bool = ResumeOpt, amend: bool = AmendOpt, show_config: bool = PrintOpt, quiet: bool = QuietOpt,
 ) -> None:
-    """Learn the classes of a prepared dataset task by task, and measure what is forgotten.
+    """Class-incremental learning: a dataset's classes task by task, one head, a memory buffer.
 
-    Writes RUN_DIR/continual.json (the accuracy matrix a[i][j], FAA, forgetting, backward transfer,
-    average incremental accuracy, buffer bytes, seconds per task), accuracy.csv and accuracy.png. A
-    killed run resumes with --resume where it stopped, buffer and random states included.
+    Methods: ft, joint, er, der, derpp and charon (CHARON, ICPR 2024, on the CascadeFormer
+    backbone). Run with the options below; `cascade continual report` compares finished runs.
+
+    Writes RUN_DIR/continual.json (the accuracy matrix a(i, j) after task i on task j's test clips,
+    FAA, forgetting, backward transfer, average incremental accuracy, buffer bytes, seconds per
+    task), accuracy.csv and accuracy.png. A killed run resumes with --resume where it stopped,
+    buffer and random states included.
 
     Example:  cascade continual --data data/penn --preset continual/penn_action-5x3 --method charon --buffer 50
               cascade continual report runs/ft runs/er runs/charon
@@ -55,7 +57,8 @@ def continual(
     overrides = [*(sets or ()), *(f"continual.{key}={value}" for key, value in
                                   (("tasks", tasks), ("class_order", class_order), ("buffer", buffer),
                                    ("method", method.value if method else None)) if value is not None)]
-    cfg = lifecycle.stage_config("pretrain", run_dir=run_dir, resume=resume, preset=preset, overrides=overrides,
+    saved = run_dir / "seed-0" if run_dir is not None and seeds > 1 else run_dir  # where a resumed config lives
+    cfg = lifecycle.stage_config("pretrain", run_dir=saved, resume=resume, preset=preset, overrides=overrides,
                                  data=data, seed=seed, device=device_of(gpu, device))
     if show_config:
         return print_config(cfg)
