@@ -19,6 +19,7 @@ from cascade_cli.data.registry import KNOWN_DATASETS
 from cascade_cli.errors import UserError
 from cascade_cli.layouts import Layout
 from cascade_cli.model import CascadeFormer, build_classifier
+from cascade_cli.model.exits import add_exits
 from cascade_cli.runtime import resolve_device
 
 
@@ -74,6 +75,8 @@ def load_classifier(checkpoint: str | Path, device: str | None = None) -> Classi
                         "or a finetuned checkpoint")
     cfg, meta = ckpt.config, ckpt.meta
     model = build_classifier(cfg.model, meta["num_joints"], meta["in_channels"], len(meta["class_names"]))
+    if exits := sorted({key.split(".")[1] for key in ckpt.state_dict if key.startswith("exits.")}):
+        add_exits(model, tuple(exits))  # a checkpoint with exit heads (cascade_cli.model.exits)
     model.load_state_dict(ckpt.state_dict)
     dev = resolve_device(device or cfg.device)
     return Classifier(model.to(dev).eval(), cfg, meta, path, dev)
