@@ -124,3 +124,17 @@ def continual_metrics(accuracy: np.ndarray) -> dict[str, float | None]:
         "bwt": float(np.mean([final[j] - a[j, j] for j in earlier])) if T > 1 else None,
         "average_incremental_accuracy": float(np.mean([a[i, :i + 1].mean() for i in range(T)])),
     }
+
+
+def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
+    """ECE: the clip-weighted mean, over equal-width bins of top-1 confidence, of |accuracy -
+    confidence| (Guo et al. 2017, 15 bins)."""
+    confidence, predicted = probs.max(axis=1), probs.argmax(axis=1)
+    correct = (predicted == labels).astype(np.float64)
+    which = np.minimum((confidence * bins).astype(np.int64), bins - 1)
+    total = 0.0
+    for b in range(bins):
+        members = which == b
+        if members.any():
+            total += members.sum() * abs(correct[members].mean() - confidence[members].mean())
+    return float(total / len(labels))

@@ -1,15 +1,21 @@
 """Exit heads after T1 and the real cascade: clips that stay get the full model's predictions."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
+from typer.testing import CliRunner
 
 from cascade_cli import lifecycle
+from cascade_cli.cli import app
 from cascade_cli.data.format import open_dataset
 from cascade_cli.data.pipeline import ClipDataset, collate_clips
 from cascade_cli.exits.fit import fit_exit_heads
+from cascade_cli.exits.report import choose_threshold, early_exit_report, flops_per_clip
 from cascade_cli.inference import load_classifier, score_indices
 from cascade_cli.inference.cascade import cascade_logits
+from cascade_cli.metrics import expected_calibration_error
 from cascade_cli.model import padding_mask
 from tests.conftest import TINY
 
@@ -57,3 +63,62 @@ def test_the_cascade_keeps_the_full_models_predictions_for_clips_that_stay(with_
     torch.testing.assert_close(never, full, atol=1e-5, rtol=1e-5)
     # The fitted exit is far better than chance on the test clips.
     assert (early.argmax(-1) == batch.labels).float().mean() > 3 / len(ds.class_names)
+
+
+def test_the_threshold_is_the_most_exits_within_the_allowed_drop():
+    # Four clips; the exit head is right on the two it is most confident about.
+    early = np.log(np.array([[0.95, 0.05], [0.9, 0.1], [0.6, 0.4], [0.55, 0.45]]))
+    full = np.array([[0.0, 1.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
+    labels = np.array([0, 0, 1, 1])  # full model: 3/4 right (wrong on clip 0)
+    # Clips 0-2 leaving: 0 and 1 right, 2 wrong, 3 right by the full model: 3/4, no drop.
+    assert choose_threshold(early, full, labels, max_drop=0.0)["exit_share"] == 0.75
+    everyone = choose_threshold(early, full, labels, max_drop=0.5)
+    assert everyone["exit_share"] == 1.0 and everyone["top1"] == 0.5
+    # A drop the exits cannot meet leaves no clip early: the full model, threshold above 1.
+    strict = choose_threshold(np.log(np.array([[0.9, 0.1]])), np.array([[0.0, 1.0]]), np.array([1]), max_drop=0.0)
+    assert strict["exit_share"] == 0.0 and strict["threshold"] > 1.0
+
+
+def test_expected_calibration_error():
+    probs = np.array([[0.9, 0.1]] * 10)
+    assert expected_calibration_error(probs, np.array([0] * 9 + [1])) == pytest.approx(0.0)
+    assert expected_calibration_error(probs, np.array([1] * 10)) == pytest.approx(0.9)
+
+
+def test_the_early_exit_report_chooses_on_validation_and_measures_both_ways(with_exits, tiny_dataset, tmp_path):
+    classifier = load_classifier(with_exits / "exits.safetensors")
+    ds = open_dataset(tiny_dataset)
+    report = early_exit_report(classifier, ds, max_drop=0.05, out=tmp_path / "ee.json")
+    t = report["test"]
+    assert report["chosen_on"] == "val" and report["val"]["top1"] >= report["val"]["full_top1"] - 0.05
+    assert json.loads((tmp_path / "ee.json").read_text())["threshold"] == report["threshold"]
+    plain = score_indices(load_classifier(with_exits / "ft"), ds, ds.split_indices("xsub", "test"))
+    assert t["top1_full"] == pytest.approx(float((plain.logits.argmax(1) == plain.labels).mean()))
+    share = t["exit_share"]["t1"]
+    assert share + t["exit_share"]["final"] == pytest.approx(1.0)
+    assert 0 < t["gflops_per_clip_early_exit"] < t["gflops_per_clip_full"] or share == 0
+    assert t["seconds_full"] > 0 and t["seconds_early_exit"] > 0 and 0 <= t["ece_exit_head"] <= 1
+
+
+def test_exits_from_the_command_line(with_exits, tmp_path):
+    runner = CliRunner()
+    fitted = runner.invoke(app, ["exits", "fit", str(with_exits / "ft"), "--out", str(tmp_path / "e.safetensors"),
+                                 "--quiet"])
+    assert fitted.exit_code == 0, fitted.output
+    evaluated = runner.invoke(app, ["evaluate", str(tmp_path / "e.safetensors"), "--early-exit", "--quiet"])
+    assert evaluated.exit_code == 0, evaluated.output
+    assert evaluated.output.startswith("top1 ") and "exits" in evaluated.output
+    assert (tmp_path / "e.early_exit.json").exists()
+    plain = runner.invoke(app, ["evaluate", str(with_exits / "ft"), "--early-exit"])
+    assert plain.exit_code != 0 and "no exit head" in plain.output and "Traceback" not in plain.output
+
+
+def test_flops_count_every_transformer_layer(with_exits):
+    # Eval-mode encoder layers take a fused path the FLOP counter cannot see; the count must not.
+    classifier = load_classifier(with_exits / "exits.safetensors")
+    m, frames = classifier.config.model, 20
+    d = m.d_model
+    per_layer = frames * 2 * (4 * d * d + 2 * d * m.ffn_dim)  # the attention projections and the FFN alone
+    flops = flops_per_clip(classifier, frames)
+    assert flops["t1"] >= m.t1_layers * per_layer
+    assert flops["full"] > flops["t1"] > 0 and flops["exit_head"] > 0

@@ -14,6 +14,7 @@ from cascade_cli.cli import ablate, evaluate, official, train
 from cascade_cli.cli.anomaly import anomaly_app
 from cascade_cli.cli.continual import continual_app
 from cascade_cli.cli.data import data_app
+from cascade_cli.cli.exits import exits_app
 from cascade_cli.cli.layouts import layouts_app
 from cascade_cli.cli.prepare import prepare_app
 from cascade_cli.cli.presets import presets_app
@@ -32,6 +33,7 @@ app.add_typer(presets_app, name="presets")
 app.add_typer(layouts_app, name="layouts")
 app.add_typer(anomaly_app, name="anomaly")
 app.add_typer(continual_app, name="continual")
+app.add_typer(exits_app, name="exits")
 for command in (train.pretrain, train.finetune, evaluate.evaluate, evaluate.predict, official.download,
                 official.convert, train.demo, ablate.ablate, ablate.report):
     app.command()(command)

@@ -33,6 +33,12 @@ def evaluate(
                                        "directory; with several runs, the mean ± std report]."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Evaluation batch size "
                                                                                "\\[default: the run's eval_batch_size]."),
+    early_exit: bool = typer.Option(False, "--early-exit", help="Evaluate the cascade with its exit head after T1 "
+                                    "(from `cascade exits fit`): threshold chosen on validation, then test top-1, "
+                                    "GFLOPs, time, exit shares and calibration with and without exits "
+                                    "(early_exit.json)."),
+    max_drop: float = typer.Option(0.01, "--max-drop", help="With --early-exit: the most top-1 "
+                                   "(a fraction) the exits may cost on the validation clips."),
     gpu: Optional[int] = GpuOpt, device: Optional[str] = DeviceOpt, quiet: bool = QuietOpt,
 ) -> None:
     """Top-1, top-5 and class-mean accuracy of a finetuned model on the test split, as tables and JSON.
@@ -49,6 +55,12 @@ def evaluate(
     from cascade_cli.evaluate import evaluate as run_evaluate
 
     dev = device_of(gpu, device)
+    if early_exit:
+        if breakdown or clips != 1 or save_scores or split.value != "test":
+            from cascade_cli.errors import UserError
+            raise UserError("--early-exit reports on the test split with one view per clip: it does not combine "
+                            "with --split, --clips, --per-class-breakdown or --save-scores")
+        return _early_exit(checkpoints, data, max_drop, batch_size, out, dev, quiet)
     several = len(checkpoints) > 1
     reports = [run_evaluate(c, data_path=data, split=split.value, device=dev, batch_size=batch_size,
                             out=None if several else out, breakdown=breakdown, clips=clips, save_scores=save_scores)
@@ -74,6 +86,39 @@ def evaluate(
         typer.echo(f"top1 {100 * report['top1']:.2f}  top5 {100 * report['top5']:.2f}  macro {100 * report['macro']:.2f}")
         return
     print_report(report, console)
+
+
+def _early_exit(checkpoints: list[str], data: str | None, max_drop: float, batch_size: int | None, out: Path | None,
+                device: str | None, quiet: bool) -> None:
+    from cascade_cli.data.format import open_dataset
+    from cascade_cli.errors import UserError
+    from cascade_cli.exits.report import early_exit_report
+    from cascade_cli.inference import load_classifier
+
+    if len(checkpoints) > 1:
+        raise UserError("--early-exit takes one checkpoint")
+    classifier = load_classifier(checkpoints[0], device)
+    dataset = open_dataset(data or classifier.config.data.path)
+    classifier.check_dataset(dataset)
+    out = out or classifier.path.parent / f"{classifier.path.stem}.early_exit.json"
+    r = early_exit_report(classifier, dataset, max_drop=max_drop, batch_size=batch_size or 64, out=out)
+    t = r["test"]
+    if quiet:
+        typer.echo(f"top1 {100 * t['top1_early_exit']:.2f} (full {100 * t['top1_full']:.2f})  "
+                   f"exits {100 * t['exit_share']['t1']:.1f} %")
+        return
+    grid = Table(title=f"{r['dataset']} / {r['protocol']} / test: early exit after T1 at confidence "
+                       f">= {r['threshold']:.3f} (chosen on val, max drop {100 * max_drop:g} points)")
+    grid.add_column("")
+    grid.add_column("full model", justify="right")
+    grid.add_column("early exit", justify="right")
+    grid.add_row("top-1 %", f"{100 * t['top1_full']:.2f}", f"{100 * t['top1_early_exit']:.2f}")
+    grid.add_row("GFLOPs / clip", f"{t['gflops_per_clip_full']:.4f}", f"{t['gflops_per_clip_early_exit']:.4f}")
+    grid.add_row("clips / s", f"{t['clips_per_second_full']:.1f}", f"{t['clips_per_second_early_exit']:.1f}")
+    grid.add_row("clips leaving after T1", "0 %", f"{100 * t['exit_share']['t1']:.1f} %")
+    grid.add_row("ECE (early: the exit head)", f"{t['ece_full']:.3f}", f"{t['ece_exit_head']:.3f}")
+    Console().print(grid)
+    err_console.print(f"report: {escape(str(out))}")
 
 
 @cli_command

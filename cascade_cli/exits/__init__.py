@@ -2,5 +2,7 @@
 leave after T1 (cascade_cli.inference.cascade). Part of the inference layer: nothing here imports
 the trainer.
 
-    fit.py   post-hoc fitting of the exit head after T1, the classifier frozen
+    fit.py      post-hoc fitting of the exit head after T1, the classifier frozen
+    report.py   the threshold chosen on validation, and the honest test report (accuracy, FLOPs,
+                time, exit shares, calibration)
 """

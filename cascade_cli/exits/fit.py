@@ -37,11 +37,12 @@ def t1_features(classifier: Classifier, dataset, indices: np.ndarray, batch_size
 
 
 def fit_exit_heads(checkpoint: str | Path, out: str | Path, *, data: str | Path | None = None, epochs: int = 100,
-                   lr: float = 1e-2, seed: int = 0, reporter: Reporter | None = None) -> Path:
+                   lr: float = 1e-2, seed: int = 0, reporter: Reporter | None = None,
+                   device: str | None = None) -> Path:
     """Fit the exit head after T1 on the classifier's training clips and write the classifier with
     it to `out` (a checkpoint file). Returns `out`."""
     reporter = reporter or Reporter(quiet=True)
-    classifier = load_classifier(checkpoint)
+    classifier = load_classifier(checkpoint, device)
     dataset = open_dataset(data or classifier.config.data.path)
     classifier.check_dataset(dataset)
     splits = run_splits(classifier.config, dataset)

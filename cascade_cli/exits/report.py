@@ -1,0 +1,157 @@
+"""What an honest early-exit report holds (reference early_exit.md): the threshold chosen on
+validation, test top-1 with and without exits, compute counted and time measured both ways, where
+clips leave, and how calibrated each exit is.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from cascade_cli.atomic import write_text
+from cascade_cli.data.pipeline import ClipDataset, collate_clips
+from cascade_cli.data.splits import run_splits
+from cascade_cli.inference import Classifier
+from cascade_cli.inference.cascade import cascade_logits
+from cascade_cli.errors import UserError
+from cascade_cli.metrics import expected_calibration_error
+from cascade_cli.model.exits import EXIT_AFTER_T1
+from cascade_cli.runtime import to_device
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    z = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return z / z.sum(axis=1, keepdims=True)
+
+
+@torch.no_grad()
+def both_paths(classifier: Classifier, dataset, indices: np.ndarray, batch_size: int = 64):
+    """(exit logits, full logits, labels) of the clips `indices`; T1 runs once for both."""
+    items = ClipDataset(dataset, indices, classifier.config.data, train=False, seed=0)
+    model, early, full, labels = classifier.model.eval(), [], [], []
+    for start in range(0, len(items), batch_size):
+        batch = collate_clips([items[i] for i in range(start, min(start + batch_size, len(items)))])
+        x, _, pad, y = to_device(batch, classifier.device)
+        tokens = model.t1(x, pad)
+        early.append(model.exits[EXIT_AFTER_T1](tokens, pad).float().cpu())
+        full.append(model.head(model.pool(tokens, pad)).float().cpu())
+        labels.append(y.cpu())
+    return torch.cat(early).numpy(), torch.cat(full).numpy(), torch.cat(labels).numpy()
+
+
+def sweep(early: np.ndarray, full: np.ndarray, labels: np.ndarray) -> list[dict]:
+    """For every distinct exit confidence as a threshold (and one above all): the share of clips
+    leaving and the cascade's top-1, from most exits to none."""
+    confidence = _softmax(early).max(axis=1)
+    cut_points = np.r_[np.unique(confidence), 1.0 + 1e-6]
+    rows = []
+    for threshold in cut_points:
+        leave = confidence >= threshold
+        predicted = np.where(leave, early.argmax(axis=1), full.argmax(axis=1))
+        rows.append({"threshold": float(threshold), "exit_share": float(leave.mean()),
+                     "top1": float((predicted == labels).mean())})
+    return rows
+
+
+def choose_threshold(early: np.ndarray, full: np.ndarray, labels: np.ndarray, max_drop: float) -> dict:
+    """The sweep point with the most exits whose top-1 stays within `max_drop` (a fraction) of the
+    full model's, on the clips given (the validation split: never call this with test clips)."""
+    full_top1 = float((full.argmax(axis=1) == labels).mean())
+    allowed = [row for row in sweep(early, full, labels) if row["top1"] >= full_top1 - max_drop]
+    return max(allowed, key=lambda row: (row["exit_share"], row["top1"], -row["threshold"]))
+
+
+def flops_per_clip(classifier: Classifier, frames: int) -> dict[str, float]:
+    """FLOPs of T1, of the exit head after it, and of the full model, for one clip of `frames`
+    frames, counted by PyTorch's FLOP counter. Counted with autograd on: without it, eval-mode
+    nn.TransformerEncoderLayer takes its fused fast path, which the counter does not see (it would
+    report about an eighth of the work); the arithmetic is the same either way."""
+    J, C = classifier.input_shape
+    x = torch.zeros(1, frames, J, C, device=classifier.device)
+    model = classifier.model.eval()
+    with torch.enable_grad():
+        with FlopCounterMode(display=False) as t1:
+            tokens = model.t1(x)
+        with FlopCounterMode(display=False) as head:
+            model.exits[EXIT_AFTER_T1](tokens)
+        with FlopCounterMode(display=False) as full:
+            model(x)
+    return {"t1": float(t1.get_total_flops()), "exit_head": float(head.get_total_flops()),
+            "full": float(full.get_total_flops())}
+
+
+@torch.no_grad()
+def _timed_pass(classifier: Classifier, dataset, indices: np.ndarray, threshold: float, batch_size: int) -> float:
+    """Seconds for the cascade at `threshold` over the clips (batches prepared beforehand: the model's
+    time only). A threshold above 1 is the full model."""
+    items = ClipDataset(dataset, indices, classifier.config.data, train=False, seed=0)
+    batches = [to_device(collate_clips([items[i] for i in range(s, min(s + batch_size, len(items)))]), classifier.device)
+               for s in range(0, len(items), batch_size)]
+    model = classifier.model.eval()
+    x, _, pad, _ = batches[0]
+    cascade_logits(model, x, pad, threshold)  # warm-up
+    if classifier.device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for x, _, pad, _ in batches:
+        cascade_logits(model, x, pad, threshold)
+    if classifier.device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def early_exit_report(classifier: Classifier, dataset, *, max_drop: float = 0.01, batch_size: int = 64,
+                      out: str | Path | None = None) -> dict:
+    """Choose the exit threshold on the validation clips (top-1 at most `max_drop` below the full
+    model's there), then report on the test clips: top-1 with and without exits, where clips leave,
+    GFLOPs per clip both ways, measured seconds both ways, and each path's calibration (ECE)."""
+    if EXIT_AFTER_T1 not in getattr(classifier.model, "exits", {}):
+        raise UserError(f"{classifier.path}: this checkpoint has no exit head; fit one first with "
+                        "`cascade exits fit CHECKPOINT --out FILE`")
+    if not 0.0 <= max_drop <= 1.0:
+        raise UserError(f"--max-drop {max_drop:g}: a fraction of top-1 between 0 and 1 (0.01 is one point)")
+    splits = run_splits(classifier.config, dataset)
+    if not len(splits.val):
+        raise UserError(f"{classifier.path}: the run has no validation clips to choose the exit threshold on")
+    val_early, val_full, val_labels = both_paths(classifier, dataset, splits.val, batch_size)
+    chosen = choose_threshold(val_early, val_full, val_labels, max_drop)
+    early, full, labels = both_paths(classifier, dataset, splits.test, batch_size)
+    early_probs = _softmax(early)
+    leave = early_probs.max(axis=1) >= chosen["threshold"]
+    predicted = np.where(leave, early.argmax(axis=1), full.argmax(axis=1))
+    frames = classifier.config.data.frames or int(np.median(dataset.lengths[splits.test]))
+    flops = flops_per_clip(classifier, frames)
+    share = float(leave.mean())
+    seconds_full = _timed_pass(classifier, dataset, splits.test, 2.0, batch_size)
+    seconds_exit = _timed_pass(classifier, dataset, splits.test, chosen["threshold"], batch_size)
+    report = {
+        "checkpoint": str(classifier.path), "dataset": dataset.name, "protocol": classifier.config.data.protocol,
+        "rule": "max_softmax", "max_drop": max_drop,
+        "threshold": chosen["threshold"], "chosen_on": "val", "val": {**chosen, "clips": int(len(splits.val)),
+                                                                    "full_top1": float((val_full.argmax(1) == val_labels).mean())},
+        "test": {
+            "clips": int(len(labels)),
+            "top1_full": float((full.argmax(axis=1) == labels).mean()),
+            "top1_early_exit": float((predicted == labels).mean()),
+            "top1_exit_head_alone": float((early.argmax(axis=1) == labels).mean()),
+            "exit_share": {EXIT_AFTER_T1: share, "final": 1.0 - share},
+            "frames_counted": frames,
+            "gflops_per_clip_full": flops["full"] / 1e9,
+            # every clip pays T1 and the exit head; the clips that stay pay the rest of the model
+            "gflops_per_clip_early_exit": (flops["t1"] + flops["exit_head"]
+                                           + (1.0 - share) * (flops["full"] - flops["t1"])) / 1e9,
+            "seconds_full": seconds_full, "seconds_early_exit": seconds_exit,
+            "clips_per_second_full": len(labels) / seconds_full, "clips_per_second_early_exit": len(labels) / seconds_exit,
+            "ece_exit_head": expected_calibration_error(early_probs, labels),
+            "ece_full": expected_calibration_error(_softmax(full), labels),
+        },
+        "device": str(classifier.device), "batch_size": batch_size,
+    }
+    if out is not None:
+        write_text(out, json.dumps(report, indent=2) + "\n")
+    return report
