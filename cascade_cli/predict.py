@@ -15,23 +15,26 @@ from cascade_cli.inference import load_classifier, score_inputs
 
 def predict(checkpoint: str | Path, inputs: list[str | Path], *, top_k: int = 5, raw: bool = False,
             device: str | None = None, image_size: tuple[float, float] | None = None, views: int = 1,
-            without_confidence: bool = False) -> list[dict]:
+            without_confidence: bool = False, exit_threshold: float | None = None) -> list[dict]:
     """Top-k classes, probabilities and logits for every clip of every input file. A clip read
-    without the confidence channel its model uses (accepted with without_confidence) carries a note."""
+    without the confidence channel its model uses (accepted with without_confidence) carries a note.
+    With `exit_threshold` (from `cascade evaluate --early-exit`), clips go through the early-exit
+    cascade and each says where it left ("t1" or "final")."""
     classifier = load_classifier(checkpoint, device)
     scores = score_inputs(classifier, inputs, raw=raw, image_size=image_size, views=views,
-                          without_confidence=without_confidence)
+                          without_confidence=without_confidence, exit_threshold=exit_threshold)
     note = ("without confidence: no joint was zeroed as invisible, unlike the model's training inputs"
             if without_confidence and classifier.zeroes_invisible_joints and not raw else None)
     names = classifier.class_names
     logits = torch.from_numpy(scores.logits)
     results = []
-    for source, p, z in zip(scores.names, logits.softmax(-1), logits):
+    exits = [None] * len(logits) if scores.exited is None else ["t1" if e else "final" for e in scores.exited]
+    for source, p, z, exit_at in zip(scores.names, logits.softmax(-1), logits, exits):
         top = p.topk(min(top_k, len(names)))
         results.append({
             "input": source,
             "top": [{"label": int(i), "class": names[int(i)], "prob": float(v)} for v, i in zip(top.values, top.indices)],
             "probs": [float(v) for v in p], "logits": [float(v) for v in z],
-            **({"note": note} if note else {}),
+            **({"note": note} if note else {}), **({"exit": exit_at} if exit_at else {}),
         })
     return results

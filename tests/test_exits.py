@@ -14,8 +14,9 @@ from cascade_cli.data.pipeline import ClipDataset, collate_clips
 from cascade_cli.exits.fit import fit_exit_heads
 from cascade_cli.exits.report import choose_threshold, early_exit_report, flops_per_clip
 from cascade_cli.inference import load_classifier, score_indices
-from cascade_cli.inference.cascade import cascade_logits
+from cascade_cli.inference.cascade import cascade_forward
 from cascade_cli.metrics import expected_calibration_error
+from cascade_cli.predict import predict
 from cascade_cli.model import padding_mask
 from tests.conftest import TINY
 
@@ -52,13 +53,15 @@ def test_the_cascade_keeps_the_full_models_predictions_for_clips_that_stay(with_
         early = classifier.model.exits["t1"](classifier.model.t1(batch.x, pad), pad)
     confidence = early.softmax(-1).max(-1).values
     threshold = float(confidence.median())  # about half the clips leave
-    logits, left = cascade_logits(classifier.model, batch.x, pad, threshold)
+    logits, pooled, left = cascade_forward(classifier.model, batch.x, pad, threshold)
     assert 0 < left.sum() < len(left)
     stay = ~left
     assert torch.equal(logits[stay].argmax(-1), full[stay].argmax(-1))
     torch.testing.assert_close(logits[stay], full[stay], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(logits[left], early[left])
-    never, none_left = cascade_logits(classifier.model, batch.x, pad, 1.01)  # above any probability
+    assert pooled[left].isnan().all()  # never computed for the clips that left
+    torch.testing.assert_close(pooled[stay], classifier.model.embed(batch.x, pad)[stay], atol=1e-5, rtol=1e-5)
+    never, _, none_left = cascade_forward(classifier.model, batch.x, pad, 1.01)  # above any probability
     assert not none_left.any()
     torch.testing.assert_close(never, full, atol=1e-5, rtol=1e-5)
     # The fitted exit is far better than chance on the test clips.
@@ -92,6 +95,7 @@ def test_the_early_exit_report_chooses_on_validation_and_measures_both_ways(with
     t = report["test"]
     assert report["chosen_on"] == "val" and report["val"]["top1"] >= report["val"]["full_top1"] - 0.05
     assert json.loads((tmp_path / "ee.json").read_text())["threshold"] == report["threshold"]
+    assert (tmp_path / "ee.png").read_bytes()[:4] == b"\x89PNG"
     plain = score_indices(load_classifier(with_exits / "ft"), ds, ds.split_indices("xsub", "test"))
     assert t["top1_full"] == pytest.approx(float((plain.logits.argmax(1) == plain.labels).mean()))
     share = t["exit_share"]["t1"]
@@ -122,3 +126,27 @@ def test_flops_count_every_transformer_layer(with_exits):
     flops = flops_per_clip(classifier, frames)
     assert flops["t1"] >= m.t1_layers * per_layer
     assert flops["full"] > flops["t1"] > 0 and flops["exit_head"] > 0
+
+
+def test_predict_through_the_cascade(with_exits, tiny_dataset, tmp_path):
+    ds = open_dataset(tiny_dataset)
+    files = []
+    for i in ds.split_indices("xsub", "test")[:8]:
+        files.append(tmp_path / f"clip{i}.npy")
+        np.save(files[-1], ds.clip(int(i))[:, 0])
+    checkpoint = with_exits / "exits.safetensors"
+    plain = predict(checkpoint, files)
+    never = predict(checkpoint, files, exit_threshold=2.0)
+    assert [r["exit"] for r in never] == ["final"] * len(files)
+    np.testing.assert_allclose([r["logits"] for r in never], [r["logits"] for r in plain], atol=1e-5)
+    always = predict(checkpoint, files, exit_threshold=0.0)
+    assert [r["exit"] for r in always] == ["t1"] * len(files)
+    confidence = [r["top"][0]["prob"] for r in always]
+    middle = predict(checkpoint, files, exit_threshold=float(np.median(confidence)))
+    assert {r["exit"] for r in middle} == {"t1", "final"}
+    for r, p, a in zip(middle, plain, always):  # each clip gets the exit head's or the full model's answer
+        np.testing.assert_allclose(r["logits"], (a if r["exit"] == "t1" else p)["logits"], atol=1e-5)
+    cli = CliRunner().invoke(app, ["predict", str(checkpoint), *map(str, files), "--early-exit", "0", "--json"])
+    assert cli.exit_code == 0 and json.loads(cli.output)[0]["exit"] == "t1"
+    refused = CliRunner().invoke(app, ["predict", str(with_exits / "ft"), str(files[0]), "--early-exit", "0.9"])
+    assert refused.exit_code != 0 and "no exit head" in refused.output

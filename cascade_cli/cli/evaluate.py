@@ -36,7 +36,7 @@ def evaluate(
     early_exit: bool = typer.Option(False, "--early-exit", help="Evaluate the cascade with its exit head after T1 "
                                     "(from `cascade exits fit`): threshold chosen on validation, then test top-1, "
                                     "GFLOPs, time, exit shares and calibration with and without exits "
-                                    "(early_exit.json)."),
+                                    "(a JSON report and a PNG beside the checkpoint)."),
     max_drop: float = typer.Option(0.01, "--max-drop", help="With --early-exit: the most top-1 "
                                    "(a fraction) the exits may cost on the validation clips."),
     gpu: Optional[int] = GpuOpt, device: Optional[str] = DeviceOpt, quiet: bool = QuietOpt,
@@ -118,7 +118,7 @@ def _early_exit(checkpoints: list[str], data: str | None, max_drop: float, batch
     grid.add_row("clips leaving after T1", "0 %", f"{100 * t['exit_share']['t1']:.1f} %")
     grid.add_row("ECE (early: the exit head)", f"{t['ece_full']:.3f}", f"{t['ece_exit_head']:.3f}")
     Console().print(grid)
-    err_console.print(f"report: {escape(str(out))}")
+    err_console.print(f"report: {escape(str(out))} (and {escape(out.with_suffix('.png').name)})")
 
 
 @cli_command
@@ -137,6 +137,10 @@ def predict(
                                             "per-joint confidence channel the model's pipeline uses (Penn Action's "
                                             "visibility): every joint then counts as visible, and the output says so."),
     clips: int = typer.Option(1, "--clips", min=1, help="Average the logits of K deterministic temporal views per clip."),
+    early_exit: Optional[float] = typer.Option(None, "--early-exit", metavar="THRESHOLD", help="Run the early-exit "
+                                               "cascade (a checkpoint from `cascade exits fit`): clips whose exit "
+                                               "head is this confident leave after T1. Use the threshold that "
+                                               "`cascade evaluate --early-exit` chose on validation."),
     gpu: Optional[int] = GpuOpt, device: Optional[str] = DeviceOpt,
 ) -> None:
     """Classify raw skeleton files with a trained model, through the model's own preprocessing.
@@ -148,7 +152,7 @@ def predict(
     from cascade_cli.predict import predict as run_predict
 
     results = run_predict(checkpoint, inputs, top_k=top_k, raw=raw, device=device_of(gpu, device), image_size=image_size,
-                          views=clips, without_confidence=without_confidence)
+                          views=clips, without_confidence=without_confidence, exit_threshold=early_exit)
     if as_json:
         typer.echo(json.dumps(results, indent=2))
         return
@@ -159,5 +163,8 @@ def predict(
     for r in results:
         grid.add_row(escape(Path(r["input"]).name), *(f"{escape(t['class'])} ({100 * t['prob']:.1f} %)" for t in r["top"]))
     Console().print(grid)
+    if early_exit is not None:
+        left = sum(r["exit"] == "t1" for r in results)
+        err_console.print(f"early exit: {left} of {len(results)} clip(s) left after T1 (confidence >= {early_exit:g})")
     if notes := sorted({r["note"] for r in results if "note" in r}):
         err_console.print(f"note: {escape('; '.join(notes))}")

@@ -13,11 +13,11 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from cascade_cli.atomic import write_text
+from cascade_cli.atomic import atomic_path, write_text
 from cascade_cli.data.pipeline import ClipDataset, collate_clips
 from cascade_cli.data.splits import run_splits
 from cascade_cli.inference import Classifier
-from cascade_cli.inference.cascade import cascade_logits
+from cascade_cli.inference.cascade import cascade_forward, require_exit_head
 from cascade_cli.errors import UserError
 from cascade_cli.metrics import expected_calibration_error
 from cascade_cli.model.exits import EXIT_AFTER_T1
@@ -94,12 +94,12 @@ def _timed_pass(classifier: Classifier, dataset, indices: np.ndarray, threshold:
                for s in range(0, len(items), batch_size)]
     model = classifier.model.eval()
     x, _, pad, _ = batches[0]
-    cascade_logits(model, x, pad, threshold)  # warm-up
+    cascade_forward(model, x, pad, threshold)  # warm-up
     if classifier.device.type == "cuda":
         torch.cuda.synchronize()
     start = time.perf_counter()
     for x, _, pad, _ in batches:
-        cascade_logits(model, x, pad, threshold)
+        cascade_forward(model, x, pad, threshold)
     if classifier.device.type == "cuda":
         torch.cuda.synchronize()
     return time.perf_counter() - start
@@ -110,9 +110,7 @@ def early_exit_report(classifier: Classifier, dataset, *, max_drop: float = 0.01
     """Choose the exit threshold on the validation clips (top-1 at most `max_drop` below the full
     model's there), then report on the test clips: top-1 with and without exits, where clips leave,
     GFLOPs per clip both ways, measured seconds both ways, and each path's calibration (ECE)."""
-    if EXIT_AFTER_T1 not in getattr(classifier.model, "exits", {}):
-        raise UserError(f"{classifier.path}: this checkpoint has no exit head; fit one first with "
-                        "`cascade exits fit CHECKPOINT --out FILE`")
+    require_exit_head(classifier)
     if not 0.0 <= max_drop <= 1.0:
         raise UserError(f"--max-drop {max_drop:g}: a fraction of top-1 between 0 and 1 (0.01 is one point)")
     splits = run_splits(classifier.config, dataset)
@@ -154,4 +152,27 @@ def early_exit_report(classifier: Classifier, dataset, *, max_drop: float = 0.01
     }
     if out is not None:
         write_text(out, json.dumps(report, indent=2) + "\n")
+        curves = {"val": sweep(val_early, val_full, val_labels), "test": sweep(early, full, labels)}
+        _plot(Path(out).with_suffix(".png"), curves, flops, report)
     return report
+
+
+def _plot(path: Path, curves: dict[str, list[dict]], flops: dict[str, float], report: dict) -> None:
+    """Top-1 against GFLOPs per clip over every threshold, validation and test, the chosen one marked."""
+    from matplotlib.figure import Figure  # a second of import time, paid only here
+
+    def gflops(exit_share: float) -> float:
+        return (flops["t1"] + flops["exit_head"] + (1.0 - exit_share) * (flops["full"] - flops["t1"])) / 1e9
+
+    fig = Figure(figsize=(6, 4.5), layout="constrained")
+    ax = fig.add_subplot()
+    for split, rows in curves.items():
+        ax.plot([gflops(r["exit_share"]) for r in rows], [100 * r["top1"] for r in rows], label=split)
+    t = report["test"]
+    ax.plot([t["gflops_per_clip_early_exit"]], [100 * t["top1_early_exit"]], "o", color="black",
+            label=f"chosen on val: confidence >= {report['threshold']:.3f}")
+    ax.plot([t["gflops_per_clip_full"]], [100 * t["top1_full"]], "s", color="grey", label="full model (test)")
+    ax.set(xlabel="GFLOPs per clip", ylabel="top-1 %", title=f"{report['dataset']}: early exit after T1")
+    ax.legend(fontsize=8, loc="lower right")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)

@@ -19,6 +19,7 @@ from cascade_cli.data.format import PreparedDataset, open_dataset
 from cascade_cli.data.pipeline import ClipDataset, collate_clips
 from cascade_cli.data.splits import class_subset, protocol_splits
 from cascade_cli.errors import UserError
+from cascade_cli.inference.cascade import cascade_forward, require_exit_head
 from cascade_cli.inference.classifier import Classifier
 from cascade_cli.inference.inputs import model_input, read_inputs
 from cascade_cli.progress import Reporter
@@ -35,6 +36,7 @@ class Scores:
     labels: np.ndarray  # (N,) int64; -1 where unknown (raw inputs)
     names: list[str]  # clip names of a dataset, or input files (with #i inside batch files)
     views: int = 1
+    exited: np.ndarray | None = None  # (N,) bool with an exit threshold: True where the clip left after T1
 
     @property
     def predictions(self) -> np.ndarray:
@@ -43,16 +45,23 @@ class Scores:
 
 @torch.no_grad()
 def _score(classifier: Classifier, items: Dataset, clips: int, views: int, batch_size: int, workers: int,
-           reporter: Reporter) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """`items` holds each clip as `views` consecutive items -> per-clip (logits, embeddings, labels)."""
+           reporter: Reporter, exit_threshold: float | None = None) -> tuple[np.ndarray, ...]:
+    """`items` holds each clip as `views` consecutive items -> per-clip (logits, embeddings, labels,
+    exited). With an exit threshold, the cascade (inference.cascade) scores: clips that leave after
+    T1 have NaN embeddings; exited is None without one."""
     model, device = classifier.model, classifier.device
     loader = DataLoader(items, batch_size=batch_size, collate_fn=collate_clips, num_workers=workers)
-    logits, embeddings, labels = [], [], []
+    logits, embeddings, labels, exited = [], [], [], []
     with reporter.track(f"scoring {clips} clips x {views} view(s)", len(items)) as advance:
         for batch in loader:
             x, _, pad, _ = to_device(batch, device)
-            pooled = model.embed(x, pad)  # (B, d)
-            logits.append(model.head(pooled).float().cpu())
+            if exit_threshold is None:
+                pooled = model.embed(x, pad)  # (B, d)
+                z = model.head(pooled)
+            else:
+                z, pooled, left = cascade_forward(model, x, pad, exit_threshold)
+                exited.append(left.cpu())
+            logits.append(z.float().cpu())
             embeddings.append(pooled.float().cpu())
             labels.append(batch.labels)
             advance(len(batch.labels))
@@ -60,7 +69,8 @@ def _score(classifier: Classifier, items: Dataset, clips: int, views: int, batch
     def per_clip(chunks: list[torch.Tensor]) -> np.ndarray:
         return torch.cat(chunks).reshape(clips, views, -1).mean(1).numpy()
 
-    return per_clip(logits), per_clip(embeddings), torch.cat(labels)[::views].numpy().astype(np.int64)
+    return (per_clip(logits), per_clip(embeddings), torch.cat(labels)[::views].numpy().astype(np.int64),
+            torch.cat(exited).numpy() if exited else None)
 
 
 def _check_views(classifier: Classifier, views: int) -> None:
@@ -79,8 +89,9 @@ def score_indices(classifier: Classifier, dataset: PreparedDataset, indices: Seq
     indices = np.asarray(indices, dtype=np.int64)
     cfg = classifier.config
     items = ClipDataset(dataset, indices, cfg.data, train=False, seed=0, views=views)
-    logits, embeddings, labels = _score(classifier, items, len(indices), views, batch_size or cfg.eval_batch_size,
-                                        cfg.workers, reporter or Reporter(quiet=True))
+    logits, embeddings, labels, _ = _score(classifier, items, len(indices), views,
+                                           batch_size or cfg.eval_batch_size, cfg.workers,
+                                           reporter or Reporter(quiet=True))
     return Scores(logits, embeddings, labels, [str(n) for n in dataset.names[indices]], views)
 
 
@@ -114,16 +125,24 @@ class _InputItems(Dataset):
 
 def score_inputs(classifier: Classifier, inputs: Sequence[str | Path], *, raw: bool = False,
                  image_size: tuple[float, float] | None = None, views: int = 1, batch_size: int | None = None,
-                 reporter: Reporter | None = None, without_confidence: bool = False) -> Scores:
+                 reporter: Reporter | None = None, without_confidence: bool = False,
+                 exit_threshold: float | None = None) -> Scores:
     """Scores of every clip of every raw input file (see inference.inputs), through the checkpoint's
-    own preprocessing, or fed as given with raw=True."""
+    own preprocessing, or fed as given with raw=True. With `exit_threshold`, through the early-exit
+    cascade (the checkpoint needs an exit head)."""
     _check_views(classifier, views)
     if raw and views > 1:
         raise UserError("--raw inputs are fed as given: there is only one temporal view")
+    if exit_threshold is not None:
+        require_exit_head(classifier)
+        if views > 1:
+            raise UserError("--early-exit decides per clip: use it with --clips 1")
     clips = [clip for path in inputs for clip in read_inputs(Path(path), classifier.layout.coords)]
     tensors = [model_input(clip, classifier, raw=raw, image_size=image_size, view=v, views=views,
                            without_confidence=without_confidence) for clip in clips for v in range(views)]
     cfg = classifier.config
-    logits, embeddings, labels = _score(classifier, _InputItems(tensors), len(clips), views,
-                                        batch_size or cfg.eval_batch_size, 0, reporter or Reporter(quiet=True))
-    return Scores(logits, embeddings, labels, [clip.source for clip in clips], views)
+    logits, embeddings, labels, exited = _score(classifier, _InputItems(tensors), len(clips), views,
+                                                batch_size or cfg.eval_batch_size, 0,
+                                                reporter or Reporter(quiet=True), exit_threshold)
+    return Scores(logits, embeddings, labels, [clip.source for clip in clips], views, exited)
+
