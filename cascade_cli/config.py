@@ -184,6 +184,9 @@ class FinetuneConfig(StageConfig):
 
 
 CONTINUAL_METHODS = ("ft", "joint", "er", "der", "derpp", "charon")
+# How an early exit's confidence is measured (cascade_cli.inference.cascade); named here, beside the
+# other choices the command line offers, so that the CLI need not import torch to list them.
+EXIT_RULES = ("max_softmax", "entropy")
 
 
 @dataclass

@@ -15,14 +15,16 @@ from cascade_cli.inference import load_classifier, score_inputs
 
 def predict(checkpoint: str | Path, inputs: list[str | Path], *, top_k: int = 5, raw: bool = False,
             device: str | None = None, image_size: tuple[float, float] | None = None, views: int = 1,
-            without_confidence: bool = False, exit_threshold: float | None = None) -> list[dict]:
+            without_confidence: bool = False, exit_threshold: float | None = None,
+            exit_rule: str = "max_softmax") -> list[dict]:
     """Top-k classes, probabilities and logits for every clip of every input file. A clip read
     without the confidence channel its model uses (accepted with without_confidence) carries a note.
-    With `exit_threshold` (from `cascade evaluate --early-exit`), clips go through the early-exit
-    cascade and each says where it left ("t1" or "final")."""
+    With `exit_threshold` and `exit_rule` (from `cascade evaluate --early-exit`), clips go through
+    the early-exit cascade and each says where it left ("t1" or "final")."""
     classifier = load_classifier(checkpoint, device)
     scores = score_inputs(classifier, inputs, raw=raw, image_size=image_size, views=views,
-                          without_confidence=without_confidence, exit_threshold=exit_threshold)
+                          without_confidence=without_confidence, exit_threshold=exit_threshold,
+                          exit_rule=exit_rule)
     note = ("without confidence: no joint was zeroed as invisible, unlike the model's training inputs"
             if without_confidence and classifier.zeroes_invisible_joints and not raw else None)
     names = classifier.class_names

@@ -14,7 +14,8 @@ from cascade_cli.data.pipeline import ClipDataset, collate_clips
 from cascade_cli.exits.fit import fit_exit_heads
 from cascade_cli.exits.report import choose_threshold, early_exit_report, flops_per_clip
 from cascade_cli.inference import load_classifier, score_indices
-from cascade_cli.inference.cascade import cascade_forward
+from cascade_cli.errors import UserError
+from cascade_cli.inference.cascade import cascade_forward, exit_confidence
 from cascade_cli.metrics import expected_calibration_error
 from cascade_cli.predict import predict
 from cascade_cli.model import padding_mask
@@ -150,3 +151,26 @@ def test_predict_through_the_cascade(with_exits, tiny_dataset, tmp_path):
     assert cli.exit_code == 0 and json.loads(cli.output)[0]["exit"] == "t1"
     refused = CliRunner().invoke(app, ["predict", str(with_exits / "ft"), str(files[0]), "--early-exit", "0.9"])
     assert refused.exit_code != 0 and "no exit head" in refused.output
+
+
+def test_exit_confidence_rules():
+    sure, unsure = [20.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]
+    two_way, spread = [3.0, 3.0, -9.0, -9.0], [4.0, 2.0, 2.0, 2.0]  # top probability 0.5 and 0.71
+    logits = torch.tensor([sure, unsure, two_way, spread])
+    top = exit_confidence(logits, "max_softmax")
+    torch.testing.assert_close(top[:2], torch.tensor([1.0, 0.25]), atol=1e-6, rtol=0)
+    entropy = exit_confidence(logits, "entropy")
+    torch.testing.assert_close(entropy[:2], torch.tensor([1.0, 0.0]), atol=1e-6, rtol=0)
+    # By entropy, two likely classes are more certain than one ahead of three others: the rules differ.
+    assert top[2] < top[3] and entropy[2] > entropy[3]
+    with pytest.raises(UserError, match="exit rule 'margin'"):
+        exit_confidence(logits, "margin")
+
+
+def test_the_entropy_rule_end_to_end(with_exits, tiny_dataset):
+    classifier = load_classifier(with_exits / "exits.safetensors")
+    report = early_exit_report(classifier, open_dataset(tiny_dataset), max_drop=0.05, rule="entropy")
+    assert report["rule"] == "entropy" and report["val"]["top1"] >= report["val"]["full_top1"] - 0.05
+    cli = CliRunner().invoke(app, ["evaluate", str(with_exits / "exits.safetensors"), "--early-exit",
+                                   "--exit-rule", "entropy", "--out", str(with_exits / "entropy.json")])
+    assert cli.exit_code == 0 and "entropy >=" in cli.output.replace("\n", " ")

@@ -13,9 +13,13 @@ from rich.table import Table
 from cascade_cli.cli.common import (DeviceOpt, GpuOpt, QuietOpt, choice_enum, device_of, err_console,
                                     cli_command, print_report)
 from cascade_cli.data.splits import SPLITS
+from cascade_cli.config import EXIT_RULES
 
 
 Split = choice_enum("Split", SPLITS)
+ExitRule = choice_enum("ExitRule", EXIT_RULES)
+ExitRuleOpt = typer.Option(ExitRule("max_softmax"), "--exit-rule", metavar="RULE", help="How the exit head's confidence is "
+                           "measured: max_softmax (top probability) or entropy (1 - entropy / log K).")
 
 
 @cli_command
@@ -39,6 +43,7 @@ def evaluate(
                                     "(a JSON report and a PNG beside the checkpoint)."),
     max_drop: float = typer.Option(0.01, "--max-drop", help="With --early-exit: the most top-1 "
                                    "(a fraction) the exits may cost on the validation clips."),
+    exit_rule: ExitRule = ExitRuleOpt,
     gpu: Optional[int] = GpuOpt, device: Optional[str] = DeviceOpt, quiet: bool = QuietOpt,
 ) -> None:
     """Top-1, top-5 and class-mean accuracy of a finetuned model on the test split, as tables and JSON.
@@ -60,7 +65,7 @@ def evaluate(
             from cascade_cli.errors import UserError
             raise UserError("--early-exit reports on the test split with one view per clip: it does not combine "
                             "with --split, --clips, --per-class-breakdown or --save-scores")
-        return _early_exit(checkpoints, data, max_drop, batch_size, out, dev, quiet)
+        return _early_exit(checkpoints, data, max_drop, exit_rule.value, batch_size, out, dev, quiet)
     several = len(checkpoints) > 1
     reports = [run_evaluate(c, data_path=data, split=split.value, device=dev, batch_size=batch_size,
                             out=None if several else out, breakdown=breakdown, clips=clips, save_scores=save_scores)
@@ -88,8 +93,8 @@ def evaluate(
     print_report(report, console)
 
 
-def _early_exit(checkpoints: list[str], data: str | None, max_drop: float, batch_size: int | None, out: Path | None,
-                device: str | None, quiet: bool) -> None:
+def _early_exit(checkpoints: list[str], data: str | None, max_drop: float, rule: str, batch_size: int | None,
+                out: Path | None, device: str | None, quiet: bool) -> None:
     from cascade_cli.data.format import open_dataset
     from cascade_cli.errors import UserError
     from cascade_cli.exits.report import early_exit_report
@@ -101,13 +106,13 @@ def _early_exit(checkpoints: list[str], data: str | None, max_drop: float, batch
     dataset = open_dataset(data or classifier.config.data.path)
     classifier.check_dataset(dataset)
     out = out or classifier.path.parent / f"{classifier.path.stem}.early_exit.json"
-    r = early_exit_report(classifier, dataset, max_drop=max_drop, batch_size=batch_size or 64, out=out)
+    r = early_exit_report(classifier, dataset, max_drop=max_drop, rule=rule, batch_size=batch_size or 64, out=out)
     t = r["test"]
     if quiet:
         typer.echo(f"top1 {100 * t['top1_early_exit']:.2f} (full {100 * t['top1_full']:.2f})  "
                    f"exits {100 * t['exit_share']['t1']:.1f} %")
         return
-    grid = Table(title=f"{r['dataset']} / {r['protocol']} / test: early exit after T1 at confidence "
+    grid = Table(title=f"{r['dataset']} / {r['protocol']} / test: early exit after T1 at {rule} "
                        f">= {r['threshold']:.3f} (chosen on val, max drop {100 * max_drop:g} points)")
     grid.add_column("")
     grid.add_column("full model", justify="right")
@@ -141,6 +146,7 @@ def predict(
                                                "cascade (a checkpoint from `cascade exits fit`): clips whose exit "
                                                "head is this confident leave after T1. Use the threshold that "
                                                "`cascade evaluate --early-exit` chose on validation."),
+    exit_rule: ExitRule = ExitRuleOpt,
     gpu: Optional[int] = GpuOpt, device: Optional[str] = DeviceOpt,
 ) -> None:
     """Classify raw skeleton files with a trained model, through the model's own preprocessing.
@@ -152,7 +158,8 @@ def predict(
     from cascade_cli.predict import predict as run_predict
 
     results = run_predict(checkpoint, inputs, top_k=top_k, raw=raw, device=device_of(gpu, device), image_size=image_size,
-                          views=clips, without_confidence=without_confidence, exit_threshold=early_exit)
+                          views=clips, without_confidence=without_confidence, exit_threshold=early_exit,
+                          exit_rule=exit_rule.value)
     if as_json:
         typer.echo(json.dumps(results, indent=2))
         return
@@ -165,6 +172,6 @@ def predict(
     Console().print(grid)
     if early_exit is not None:
         left = sum(r["exit"] == "t1" for r in results)
-        err_console.print(f"early exit: {left} of {len(results)} clip(s) left after T1 (confidence >= {early_exit:g})")
+        err_console.print(f"early exit: {left} of {len(results)} clip(s) left after T1 ({exit_rule.value} >= {early_exit:g})")
     if notes := sorted({r["note"] for r in results if "note" in r}):
         err_console.print(f"note: {escape('; '.join(notes))}")

@@ -17,16 +17,11 @@ from cascade_cli.atomic import atomic_path, write_text
 from cascade_cli.data.pipeline import ClipDataset, collate_clips
 from cascade_cli.data.splits import run_splits
 from cascade_cli.inference import Classifier
-from cascade_cli.inference.cascade import cascade_forward, require_exit_head
+from cascade_cli.inference.cascade import cascade_forward, exit_confidence, require_exit_head
 from cascade_cli.errors import UserError
 from cascade_cli.metrics import expected_calibration_error
 from cascade_cli.model.exits import EXIT_AFTER_T1
 from cascade_cli.runtime import to_device
-
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    z = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return z / z.sum(axis=1, keepdims=True)
 
 
 @torch.no_grad()
@@ -44,10 +39,10 @@ def both_paths(classifier: Classifier, dataset, indices: np.ndarray, batch_size:
     return torch.cat(early).numpy(), torch.cat(full).numpy(), torch.cat(labels).numpy()
 
 
-def sweep(early: np.ndarray, full: np.ndarray, labels: np.ndarray) -> list[dict]:
+def sweep(early: np.ndarray, full: np.ndarray, labels: np.ndarray, rule: str = "max_softmax") -> list[dict]:
     """For every distinct exit confidence as a threshold (and one above all): the share of clips
     leaving and the cascade's top-1, from most exits to none."""
-    confidence = _softmax(early).max(axis=1)
+    confidence = exit_confidence(torch.from_numpy(early), rule).numpy()
     cut_points = np.r_[np.unique(confidence), 1.0 + 1e-6]
     rows = []
     for threshold in cut_points:
@@ -58,11 +53,12 @@ def sweep(early: np.ndarray, full: np.ndarray, labels: np.ndarray) -> list[dict]
     return rows
 
 
-def choose_threshold(early: np.ndarray, full: np.ndarray, labels: np.ndarray, max_drop: float) -> dict:
+def choose_threshold(early: np.ndarray, full: np.ndarray, labels: np.ndarray, max_drop: float,
+                     rule: str = "max_softmax") -> dict:
     """The sweep point with the most exits whose top-1 stays within `max_drop` (a fraction) of the
     full model's, on the clips given (the validation split: never call this with test clips)."""
     full_top1 = float((full.argmax(axis=1) == labels).mean())
-    allowed = [row for row in sweep(early, full, labels) if row["top1"] >= full_top1 - max_drop]
+    allowed = [row for row in sweep(early, full, labels, rule) if row["top1"] >= full_top1 - max_drop]
     return max(allowed, key=lambda row: (row["exit_share"], row["top1"], -row["threshold"]))
 
 
@@ -86,7 +82,8 @@ def flops_per_clip(classifier: Classifier, frames: int) -> dict[str, float]:
 
 
 @torch.no_grad()
-def _timed_pass(classifier: Classifier, dataset, indices: np.ndarray, threshold: float, batch_size: int) -> float:
+def _timed_pass(classifier: Classifier, dataset, indices: np.ndarray, threshold: float, rule: str,
+                batch_size: int) -> float:
     """Seconds for the cascade at `threshold` over the clips (batches prepared beforehand: the model's
     time only). A threshold above 1 is the full model."""
     items = ClipDataset(dataset, indices, classifier.config.data, train=False, seed=0)
@@ -94,42 +91,43 @@ def _timed_pass(classifier: Classifier, dataset, indices: np.ndarray, threshold:
                for s in range(0, len(items), batch_size)]
     model = classifier.model.eval()
     x, _, pad, _ = batches[0]
-    cascade_forward(model, x, pad, threshold)  # warm-up
+    cascade_forward(model, x, pad, threshold, rule)  # warm-up
     if classifier.device.type == "cuda":
         torch.cuda.synchronize()
     start = time.perf_counter()
     for x, _, pad, _ in batches:
-        cascade_forward(model, x, pad, threshold)
+        cascade_forward(model, x, pad, threshold, rule)
     if classifier.device.type == "cuda":
         torch.cuda.synchronize()
     return time.perf_counter() - start
 
 
-def early_exit_report(classifier: Classifier, dataset, *, max_drop: float = 0.01, batch_size: int = 64,
-                      out: str | Path | None = None) -> dict:
+def early_exit_report(classifier: Classifier, dataset, *, max_drop: float = 0.01, rule: str = "max_softmax",
+                      batch_size: int = 64, out: str | Path | None = None) -> dict:
     """Choose the exit threshold on the validation clips (top-1 at most `max_drop` below the full
     model's there), then report on the test clips: top-1 with and without exits, where clips leave,
     GFLOPs per clip both ways, measured seconds both ways, and each path's calibration (ECE)."""
     require_exit_head(classifier)
+    exit_confidence(torch.zeros(1, 2), rule)  # an unknown rule fails before any work
     if not 0.0 <= max_drop <= 1.0:
         raise UserError(f"--max-drop {max_drop:g}: a fraction of top-1 between 0 and 1 (0.01 is one point)")
     splits = run_splits(classifier.config, dataset)
     if not len(splits.val):
         raise UserError(f"{classifier.path}: the run has no validation clips to choose the exit threshold on")
     val_early, val_full, val_labels = both_paths(classifier, dataset, splits.val, batch_size)
-    chosen = choose_threshold(val_early, val_full, val_labels, max_drop)
+    chosen = choose_threshold(val_early, val_full, val_labels, max_drop, rule)
     early, full, labels = both_paths(classifier, dataset, splits.test, batch_size)
-    early_probs = _softmax(early)
-    leave = early_probs.max(axis=1) >= chosen["threshold"]
+    early_probs = torch.from_numpy(early).softmax(dim=-1).numpy()
+    leave = exit_confidence(torch.from_numpy(early), rule).numpy() >= chosen["threshold"]
     predicted = np.where(leave, early.argmax(axis=1), full.argmax(axis=1))
     frames = classifier.config.data.frames or int(np.median(dataset.lengths[splits.test]))
     flops = flops_per_clip(classifier, frames)
     share = float(leave.mean())
-    seconds_full = _timed_pass(classifier, dataset, splits.test, 2.0, batch_size)
-    seconds_exit = _timed_pass(classifier, dataset, splits.test, chosen["threshold"], batch_size)
+    seconds_full = _timed_pass(classifier, dataset, splits.test, 2.0, rule, batch_size)
+    seconds_exit = _timed_pass(classifier, dataset, splits.test, chosen["threshold"], rule, batch_size)
     report = {
         "checkpoint": str(classifier.path), "dataset": dataset.name, "protocol": classifier.config.data.protocol,
-        "rule": "max_softmax", "max_drop": max_drop,
+        "rule": rule, "max_drop": max_drop,
         "threshold": chosen["threshold"], "chosen_on": "val", "val": {**chosen, "clips": int(len(splits.val)),
                                                                     "full_top1": float((val_full.argmax(1) == val_labels).mean())},
         "test": {
@@ -146,13 +144,13 @@ def early_exit_report(classifier: Classifier, dataset, *, max_drop: float = 0.01
             "seconds_full": seconds_full, "seconds_early_exit": seconds_exit,
             "clips_per_second_full": len(labels) / seconds_full, "clips_per_second_early_exit": len(labels) / seconds_exit,
             "ece_exit_head": expected_calibration_error(early_probs, labels),
-            "ece_full": expected_calibration_error(_softmax(full), labels),
+            "ece_full": expected_calibration_error(torch.from_numpy(full).softmax(dim=-1).numpy(), labels),
         },
         "device": str(classifier.device), "batch_size": batch_size,
     }
     if out is not None:
         write_text(out, json.dumps(report, indent=2) + "\n")
-        curves = {"val": sweep(val_early, val_full, val_labels), "test": sweep(early, full, labels)}
+        curves = {"val": sweep(val_early, val_full, val_labels, rule), "test": sweep(early, full, labels, rule)}
         _plot(Path(out).with_suffix(".png"), curves, flops, report)
     return report
 
@@ -170,7 +168,7 @@ def _plot(path: Path, curves: dict[str, list[dict]], flops: dict[str, float], re
         ax.plot([gflops(r["exit_share"]) for r in rows], [100 * r["top1"] for r in rows], label=split)
     t = report["test"]
     ax.plot([t["gflops_per_clip_early_exit"]], [100 * t["top1_early_exit"]], "o", color="black",
-            label=f"chosen on val: confidence >= {report['threshold']:.3f}")
+            label=f"chosen on val: {report['rule']} >= {report['threshold']:.3f}")
     ax.plot([t["gflops_per_clip_full"]], [100 * t["top1_full"]], "s", color="grey", label="full model (test)")
     ax.set(xlabel="GFLOPs per clip", ylabel="top-1 %", title=f"{report['dataset']}: early exit after T1")
     ax.legend(fontsize=8, loc="lower right")

@@ -45,7 +45,8 @@ class Scores:
 
 @torch.no_grad()
 def _score(classifier: Classifier, items: Dataset, clips: int, views: int, batch_size: int, workers: int,
-           reporter: Reporter, exit_threshold: float | None = None) -> tuple[np.ndarray, ...]:
+           reporter: Reporter, exit_threshold: float | None = None, exit_rule: str = "max_softmax"
+           ) -> tuple[np.ndarray, ...]:
     """`items` holds each clip as `views` consecutive items -> per-clip (logits, embeddings, labels,
     exited). With an exit threshold, the cascade (inference.cascade) scores: clips that leave after
     T1 have NaN embeddings; exited is None without one."""
@@ -59,7 +60,7 @@ def _score(classifier: Classifier, items: Dataset, clips: int, views: int, batch
                 pooled = model.embed(x, pad)  # (B, d)
                 z = model.head(pooled)
             else:
-                z, pooled, left = cascade_forward(model, x, pad, exit_threshold)
+                z, pooled, left = cascade_forward(model, x, pad, exit_threshold, exit_rule)
                 exited.append(left.cpu())
             logits.append(z.float().cpu())
             embeddings.append(pooled.float().cpu())
@@ -126,10 +127,10 @@ class _InputItems(Dataset):
 def score_inputs(classifier: Classifier, inputs: Sequence[str | Path], *, raw: bool = False,
                  image_size: tuple[float, float] | None = None, views: int = 1, batch_size: int | None = None,
                  reporter: Reporter | None = None, without_confidence: bool = False,
-                 exit_threshold: float | None = None) -> Scores:
+                 exit_threshold: float | None = None, exit_rule: str = "max_softmax") -> Scores:
     """Scores of every clip of every raw input file (see inference.inputs), through the checkpoint's
     own preprocessing, or fed as given with raw=True. With `exit_threshold`, through the early-exit
-    cascade (the checkpoint needs an exit head)."""
+    cascade under `exit_rule` (the checkpoint needs an exit head)."""
     _check_views(classifier, views)
     if raw and views > 1:
         raise UserError("--raw inputs are fed as given: there is only one temporal view")
@@ -143,6 +144,6 @@ def score_inputs(classifier: Classifier, inputs: Sequence[str | Path], *, raw: b
     cfg = classifier.config
     logits, embeddings, labels, exited = _score(classifier, _InputItems(tensors), len(clips), views,
                                                 batch_size or cfg.eval_batch_size, 0,
-                                                reporter or Reporter(quiet=True), exit_threshold)
+                                                reporter or Reporter(quiet=True), exit_threshold, exit_rule)
     return Scores(logits, embeddings, labels, [clip.source for clip in clips], views, exited)
 
