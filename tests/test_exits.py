@@ -174,3 +174,19 @@ def test_the_entropy_rule_end_to_end(with_exits, tiny_dataset):
     cli = CliRunner().invoke(app, ["evaluate", str(with_exits / "exits.safetensors"), "--early-exit",
                                    "--exit-rule", "entropy", "--out", str(with_exits / "entropy.json")])
     assert cli.exit_code == 0 and "entropy >=" in cli.output.replace("\n", " ")
+
+
+def test_a_compute_budget_chooses_the_best_top1_within_it(with_exits, tiny_dataset):
+    early = np.log(np.array([[0.95, 0.05], [0.9, 0.1], [0.6, 0.4], [0.55, 0.45]]))
+    full = np.array([[0.0, 1.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
+    labels = np.array([0, 0, 1, 1])
+    # At least half the clips must leave: the best top-1 is clips 0 and 1 leaving (4/4).
+    half = choose_threshold(early, full, labels, min_exit_share=0.5)
+    assert half["exit_share"] == 0.5 and half["top1"] == 1.0
+    assert choose_threshold(early, full, labels, min_exit_share=1.0)["exit_share"] == 1.0
+    classifier, ds = load_classifier(with_exits / "exits.safetensors"), open_dataset(tiny_dataset)
+    report = early_exit_report(classifier, ds, budget=0.8)
+    assert report["val"]["gflops_per_clip_early_exit"] <= 0.8 * report["test"]["gflops_per_clip_full"] + 1e-12
+    assert report["budget"] == 0.8 and "max_drop" not in report
+    with pytest.raises(UserError, match="--budget 0.01: between"):
+        early_exit_report(classifier, ds, budget=0.01)  # cheaper than T1 alone

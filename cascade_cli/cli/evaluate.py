@@ -43,6 +43,9 @@ def evaluate(
                                     "(a JSON report and a PNG beside the checkpoint)."),
     max_drop: float = typer.Option(0.01, "--max-drop", help="With --early-exit: the most top-1 "
                                    "(a fraction) the exits may cost on the validation clips."),
+    budget: Optional[float] = typer.Option(None, "--budget", help="With --early-exit, instead of --max-drop: the "
+                                           "GFLOPs per clip allowed, as a fraction of the full model's (e.g. 0.6); "
+                                           "the best validation top-1 within it is chosen."),
     exit_rule: ExitRule = ExitRuleOpt,
     gpu: Optional[int] = GpuOpt, device: Optional[str] = DeviceOpt, quiet: bool = QuietOpt,
 ) -> None:
@@ -65,7 +68,7 @@ def evaluate(
             from cascade_cli.errors import UserError
             raise UserError("--early-exit reports on the test split with one view per clip: it does not combine "
                             "with --split, --clips, --per-class-breakdown or --save-scores")
-        return _early_exit(checkpoints, data, max_drop, exit_rule.value, batch_size, out, dev, quiet)
+        return _early_exit(checkpoints, data, max_drop, budget, exit_rule.value, batch_size, out, dev, quiet)
     several = len(checkpoints) > 1
     reports = [run_evaluate(c, data_path=data, split=split.value, device=dev, batch_size=batch_size,
                             out=None if several else out, breakdown=breakdown, clips=clips, save_scores=save_scores)
@@ -93,8 +96,8 @@ def evaluate(
     print_report(report, console)
 
 
-def _early_exit(checkpoints: list[str], data: str | None, max_drop: float, rule: str, batch_size: int | None,
-                out: Path | None, device: str | None, quiet: bool) -> None:
+def _early_exit(checkpoints: list[str], data: str | None, max_drop: float, budget: float | None, rule: str,
+                batch_size: int | None, out: Path | None, device: str | None, quiet: bool) -> None:
     from cascade_cli.data.format import open_dataset
     from cascade_cli.errors import UserError
     from cascade_cli.exits.report import early_exit_report
@@ -106,14 +109,16 @@ def _early_exit(checkpoints: list[str], data: str | None, max_drop: float, rule:
     dataset = open_dataset(data or classifier.config.data.path)
     classifier.check_dataset(dataset)
     out = out or classifier.path.parent / f"{classifier.path.stem}.early_exit.json"
-    r = early_exit_report(classifier, dataset, max_drop=max_drop, rule=rule, batch_size=batch_size or 64, out=out)
+    r = early_exit_report(classifier, dataset, max_drop=max_drop, budget=budget, rule=rule,
+                          batch_size=batch_size or 64, out=out)
     t = r["test"]
     if quiet:
         typer.echo(f"top1 {100 * t['top1_early_exit']:.2f} (full {100 * t['top1_full']:.2f})  "
                    f"exits {100 * t['exit_share']['t1']:.1f} %")
         return
     grid = Table(title=f"{r['dataset']} / {r['protocol']} / test: early exit after T1 at {rule} "
-                       f">= {r['threshold']:.3f} (chosen on val, max drop {100 * max_drop:g} points)")
+                       f">= {r['threshold']:.3f} (chosen on val, " + (f"max drop {100 * max_drop:g} points)"
+                       if budget is None else f"budget {100 * budget:g} % of the full model's GFLOPs)"))
     grid.add_column("")
     grid.add_column("full model", justify="right")
     grid.add_column("early exit", justify="right")

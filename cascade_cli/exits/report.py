@@ -53,13 +53,25 @@ def sweep(early: np.ndarray, full: np.ndarray, labels: np.ndarray, rule: str = "
     return rows
 
 
-def choose_threshold(early: np.ndarray, full: np.ndarray, labels: np.ndarray, max_drop: float,
-                     rule: str = "max_softmax") -> dict:
-    """The sweep point with the most exits whose top-1 stays within `max_drop` (a fraction) of the
-    full model's, on the clips given (the validation split: never call this with test clips)."""
+def choose_threshold(early: np.ndarray, full: np.ndarray, labels: np.ndarray, rule: str = "max_softmax", *,
+                     max_drop: float | None = None, min_exit_share: float | None = None) -> dict:
+    """On the clips given (the validation split: never call this with test clips), the sweep point
+    with the most exits whose top-1 stays within `max_drop` (a fraction) of the full model's, or,
+    with `min_exit_share` (what a compute budget asks), the best top-1 among those where at least
+    that share of clips leaves."""
+    rows = sweep(early, full, labels, rule)
+    if min_exit_share is not None:
+        allowed = [row for row in rows if row["exit_share"] >= min_exit_share - 1e-12]
+        return max(allowed, key=lambda row: (row["top1"], row["exit_share"], -row["threshold"]))
     full_top1 = float((full.argmax(axis=1) == labels).mean())
-    allowed = [row for row in sweep(early, full, labels, rule) if row["top1"] >= full_top1 - max_drop]
+    allowed = [row for row in rows if row["top1"] >= full_top1 - max_drop]
     return max(allowed, key=lambda row: (row["exit_share"], row["top1"], -row["threshold"]))
+
+
+def expected_gflops(flops: dict[str, float], exit_share: float) -> float:
+    """GFLOPs per clip of the cascade: every clip pays T1 and the exit head, the ones that stay pay
+    the rest of the model."""
+    return (flops["t1"] + flops["exit_head"] + (1.0 - exit_share) * (flops["full"] - flops["t1"])) / 1e9
 
 
 def flops_per_clip(classifier: Classifier, frames: int) -> dict[str, float]:
@@ -102,11 +114,14 @@ def _timed_pass(classifier: Classifier, dataset, indices: np.ndarray, threshold:
     return time.perf_counter() - start
 
 
-def early_exit_report(classifier: Classifier, dataset, *, max_drop: float = 0.01, rule: str = "max_softmax",
-                      batch_size: int = 64, out: str | Path | None = None) -> dict:
-    """Choose the exit threshold on the validation clips (top-1 at most `max_drop` below the full
-    model's there), then report on the test clips: top-1 with and without exits, where clips leave,
-    GFLOPs per clip both ways, measured seconds both ways, and each path's calibration (ECE)."""
+def early_exit_report(classifier: Classifier, dataset, *, max_drop: float = 0.01, budget: float | None = None,
+                      rule: str = "max_softmax", batch_size: int = 64, out: str | Path | None = None) -> dict:
+    """Choose the exit threshold on the validation clips: the most exits with top-1 at most
+    `max_drop` below the full model's there or, with `budget` (a fraction of the full model's
+    GFLOPs per clip), the best top-1 within it. Then report on the test clips: top-1 with and
+    without exits, where clips leave, GFLOPs per clip both ways, measured seconds both ways, and
+    each path's calibration (ECE). FLOPs are counted at the run's clip length (data.frames, or the
+    training clips' median length where clips keep their own)."""
     require_exit_head(classifier)
     exit_confidence(torch.zeros(1, 2), rule)  # an unknown rule fails before any work
     if not 0.0 <= max_drop <= 1.0:
@@ -114,22 +129,33 @@ def early_exit_report(classifier: Classifier, dataset, *, max_drop: float = 0.01
     splits = run_splits(classifier.config, dataset)
     if not len(splits.val):
         raise UserError(f"{classifier.path}: the run has no validation clips to choose the exit threshold on")
+    frames = classifier.config.data.frames or int(np.median(dataset.lengths[splits.train]))
+    flops = flops_per_clip(classifier, frames)
+    full_gflops = flops["full"] / 1e9
     val_early, val_full, val_labels = both_paths(classifier, dataset, splits.val, batch_size)
-    chosen = choose_threshold(val_early, val_full, val_labels, max_drop, rule)
+    if budget is None:
+        chosen = choose_threshold(val_early, val_full, val_labels, rule, max_drop=max_drop)
+    else:
+        cheapest = expected_gflops(flops, 1.0) / full_gflops
+        if not cheapest <= budget <= 1.0:
+            raise UserError(f"--budget {budget:g}: between {cheapest:.3f} (every clip leaving after T1) and 1 "
+                            "(the full model), as a fraction of the full model's GFLOPs per clip")
+        # expected_gflops(share) <= budget * full, solved for the share of clips leaving
+        min_share = 1.0 - (budget * flops["full"] - flops["t1"] - flops["exit_head"]) / (flops["full"] - flops["t1"])
+        chosen = choose_threshold(val_early, val_full, val_labels, rule, min_exit_share=min(1.0, max(0.0, min_share)))
     early, full, labels = both_paths(classifier, dataset, splits.test, batch_size)
     early_probs = torch.from_numpy(early).softmax(dim=-1).numpy()
     leave = exit_confidence(torch.from_numpy(early), rule).numpy() >= chosen["threshold"]
     predicted = np.where(leave, early.argmax(axis=1), full.argmax(axis=1))
-    frames = classifier.config.data.frames or int(np.median(dataset.lengths[splits.test]))
-    flops = flops_per_clip(classifier, frames)
     share = float(leave.mean())
     seconds_full = _timed_pass(classifier, dataset, splits.test, 2.0, rule, batch_size)
     seconds_exit = _timed_pass(classifier, dataset, splits.test, chosen["threshold"], rule, batch_size)
     report = {
         "checkpoint": str(classifier.path), "dataset": dataset.name, "protocol": classifier.config.data.protocol,
-        "rule": rule, "max_drop": max_drop,
-        "threshold": chosen["threshold"], "chosen_on": "val", "val": {**chosen, "clips": int(len(splits.val)),
-                                                                    "full_top1": float((val_full.argmax(1) == val_labels).mean())},
+        "rule": rule, **({"budget": budget} if budget is not None else {"max_drop": max_drop}),
+        "threshold": chosen["threshold"], "chosen_on": "val",
+        "val": {**chosen, "clips": int(len(splits.val)), "full_top1": float((val_full.argmax(1) == val_labels).mean()),
+                "gflops_per_clip_early_exit": expected_gflops(flops, chosen["exit_share"])},
         "test": {
             "clips": int(len(labels)),
             "top1_full": float((full.argmax(axis=1) == labels).mean()),
@@ -137,10 +163,8 @@ def early_exit_report(classifier: Classifier, dataset, *, max_drop: float = 0.01
             "top1_exit_head_alone": float((early.argmax(axis=1) == labels).mean()),
             "exit_share": {EXIT_AFTER_T1: share, "final": 1.0 - share},
             "frames_counted": frames,
-            "gflops_per_clip_full": flops["full"] / 1e9,
-            # every clip pays T1 and the exit head; the clips that stay pay the rest of the model
-            "gflops_per_clip_early_exit": (flops["t1"] + flops["exit_head"]
-                                           + (1.0 - share) * (flops["full"] - flops["t1"])) / 1e9,
+            "gflops_per_clip_full": full_gflops,
+            "gflops_per_clip_early_exit": expected_gflops(flops, share),
             "seconds_full": seconds_full, "seconds_early_exit": seconds_exit,
             "clips_per_second_full": len(labels) / seconds_full, "clips_per_second_early_exit": len(labels) / seconds_exit,
             "ece_exit_head": expected_calibration_error(early_probs, labels),
@@ -159,13 +183,10 @@ def _plot(path: Path, curves: dict[str, list[dict]], flops: dict[str, float], re
     """Top-1 against GFLOPs per clip over every threshold, validation and test, the chosen one marked."""
     from matplotlib.figure import Figure  # a second of import time, paid only here
 
-    def gflops(exit_share: float) -> float:
-        return (flops["t1"] + flops["exit_head"] + (1.0 - exit_share) * (flops["full"] - flops["t1"])) / 1e9
-
     fig = Figure(figsize=(6, 4.5), layout="constrained")
     ax = fig.add_subplot()
     for split, rows in curves.items():
-        ax.plot([gflops(r["exit_share"]) for r in rows], [100 * r["top1"] for r in rows], label=split)
+        ax.plot([expected_gflops(flops, r["exit_share"]) for r in rows], [100 * r["top1"] for r in rows], label=split)
     t = report["test"]
     ax.plot([t["gflops_per_clip_early_exit"]], [100 * t["top1_early_exit"]], "o", color="black",
             label=f"chosen on val: {report['rule']} >= {report['threshold']:.3f}")
