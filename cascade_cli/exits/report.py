@@ -95,23 +95,26 @@ def flops_per_clip(classifier: Classifier, frames: int) -> dict[str, float]:
 
 @torch.no_grad()
 def _timed_pass(classifier: Classifier, dataset, indices: np.ndarray, threshold: float, rule: str,
-                batch_size: int) -> float:
-    """Seconds for the cascade at `threshold` over the clips (batches prepared beforehand: the model's
-    time only). A threshold above 1 is the full model."""
+                batch_size: int, repeats: int = 5) -> float:
+    """Seconds for the cascade at `threshold` over the clips, the median of `repeats` passes
+    (batches prepared beforehand: the model's time only). A threshold above 1 is the full model."""
     items = ClipDataset(dataset, indices, classifier.config.data, train=False, seed=0)
     batches = [to_device(collate_clips([items[i] for i in range(s, min(s + batch_size, len(items)))]), classifier.device)
                for s in range(0, len(items), batch_size)]
     model = classifier.model.eval()
     x, _, pad, _ = batches[0]
     cascade_forward(model, x, pad, threshold, rule)  # warm-up
-    if classifier.device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    for x, _, pad, _ in batches:
-        cascade_forward(model, x, pad, threshold, rule)
-    if classifier.device.type == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - start
+    seconds = []
+    for _ in range(repeats):
+        if classifier.device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        for x, _, pad, _ in batches:
+            cascade_forward(model, x, pad, threshold, rule)
+        if classifier.device.type == "cuda":
+            torch.cuda.synchronize()
+        seconds.append(time.perf_counter() - start)
+    return float(np.median(seconds))
 
 
 def early_exit_report(classifier: Classifier, dataset, *, max_drop: float = 0.01, budget: float | None = None,

@@ -1,0 +1,73 @@
+"""Early exits on real data: Penn Action and N-UCLA, the exit head after T1 fitted on a frozen
+classifier, its threshold chosen on validation, the cascade reported on test.
+
+The classifiers are the `known` runs of bench/anomaly_real.py (the demo preset's small CascadeFormer,
+every class, the dataset's first protocol), trained here first if that bench has not run. Each is
+reported three ways: top probability with at most 1 point lost on validation, entropy likewise,
+and top probability within 60 % of the full model's GFLOPs.
+
+    python bench/exits_real.py [--datasets penn nucla] [--out bench_out/exits]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from _common import ROOT, print_table, set_threads
+from anomaly_real import RAW, prepared
+from cascade_cli import lifecycle
+from cascade_cli.data.format import open_dataset
+from cascade_cli.exits.fit import fit_exit_heads
+from cascade_cli.exits.report import early_exit_report
+from cascade_cli.inference import load_classifier
+
+CHOICES = [("max_softmax", {"max_drop": 0.01}), ("entropy", {"max_drop": 0.01}), ("max_softmax", {"budget": 0.6})]
+
+
+def classifier_run(name: str, anomaly_out: Path) -> Path:
+    data, run = prepared(name, anomaly_out), anomaly_out / name / "known"
+    if not (run / "finetune" / "checkpoints" / "best.safetensors").is_file():
+        cfg = lifecycle.stage_config("pretrain", preset="demo", data=data)
+        cfg.data.protocol = cfg.data.protocol or next(iter(open_dataset(data).protocols))
+        lifecycle.run_stages(cfg, run / "pretrain", run / "finetune")
+    return run / "finetune"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--datasets", nargs="+", choices=list(RAW), default=list(RAW))
+    parser.add_argument("--anomaly-out", type=Path, default=ROOT / "bench_out" / "anomaly")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench_out" / "exits")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    set_threads(args.threads)
+    rows = []
+    for name in args.datasets:
+        finetuned = classifier_run(name, args.anomaly_out)
+        started = time.perf_counter()
+        checkpoint = fit_exit_heads(finetuned, args.out / f"{name}.safetensors")
+        fit_s = time.perf_counter() - started
+        classifier = load_classifier(checkpoint)
+        dataset = open_dataset(classifier.config.data.path)
+        for rule, choice in CHOICES:
+            started = time.perf_counter()
+            tag = f"{rule}-" + "-".join(f"{k}{v:g}" for k, v in choice.items())
+            r = early_exit_report(classifier, dataset, rule=rule, out=args.out / f"{name}.{tag}.json", **choice)
+            t = r["test"]
+            rows.append({"dataset": name, "choice": tag, "threshold": r["threshold"],
+                         "leave": 100 * t["exit_share"]["t1"], "full": 100 * t["top1_full"],
+                         "early": 100 * t["top1_early_exit"], "gf_full": t["gflops_per_clip_full"],
+                         "gf_early": t["gflops_per_clip_early_exit"], "cps_full": t["clips_per_second_full"],
+                         "cps_early": t["clips_per_second_early_exit"], "ece_exit": t["ece_exit_head"],
+                         "ece_full": t["ece_full"], "wall_s": fit_s + time.perf_counter() - started})
+    print_table("early exit after T1, test split (threshold chosen on validation)", rows, [
+        ("dataset", "dataset", ""), ("choice", "choice", ""), ("threshold", "thr", ".3f"), ("leave", "leave %", ".1f"),
+        ("full", "top1 full", ".2f"), ("early", "top1 exit", ".2f"), ("gf_full", "GFLOPs full", ".4f"),
+        ("gf_early", "GFLOPs exit", ".4f"), ("cps_full", "clips/s full", ".0f"), ("cps_early", "clips/s exit", ".0f"),
+        ("ece_exit", "ECE exit", ".3f"), ("ece_full", "ECE full", ".3f"), ("wall_s", "wall s", ".1f")])
+
+
+if __name__ == "__main__":
+    main()
