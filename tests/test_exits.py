@@ -190,3 +190,12 @@ def test_a_compute_budget_chooses_the_best_top1_within_it(with_exits, tiny_datas
     assert report["budget"] == 0.8 and "max_drop" not in report
     with pytest.raises(UserError, match="--budget 0.01: between"):
         early_exit_report(classifier, ds, budget=0.01)  # cheaper than T1 alone
+
+
+def test_fitting_refuses_an_output_that_is_not_a_checkpoint_file(with_exits, tmp_path):
+    runner = CliRunner()
+    folder = runner.invoke(app, ["exits", "fit", str(with_exits / "ft"), "--out", str(tmp_path)])
+    assert folder.exit_code != 0 and "a folder; give the checkpoint file to write" in folder.output
+    wrong = runner.invoke(app, ["exits", "fit", str(with_exits / "ft"), "--out", str(tmp_path / "e.pt")])
+    assert wrong.exit_code != 0 and "must end in .safetensors" in wrong.output
+    assert "Traceback" not in folder.output + wrong.output and list(tmp_path.iterdir()) == []

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from cascade_cli.checkpoint import load_checkpoint, save_checkpoint
 from cascade_cli.data.format import open_dataset
+from cascade_cli.errors import UserError
 from cascade_cli.data.pipeline import ClipDataset, collate_clips
 from cascade_cli.data.splits import run_splits
 from cascade_cli.inference import Classifier, load_classifier
@@ -42,6 +43,11 @@ def fit_exit_heads(checkpoint: str | Path, out: str | Path, *, data: str | Path 
     """Fit the exit head after T1 on the classifier's training clips and write the classifier with
     it to `out` (a checkpoint file). Returns `out`."""
     reporter = reporter or Reporter(quiet=True)
+    out = Path(out)
+    if out.is_dir():
+        raise UserError(f"--out {out}: a folder; give the checkpoint file to write, e.g. {out / 'exits.safetensors'}")
+    if out.suffix != ".safetensors":
+        raise UserError(f"--out {out}: the checkpoint file to write must end in .safetensors")
     classifier = load_classifier(checkpoint, device)
     dataset = open_dataset(data or classifier.config.data.path)
     classifier.check_dataset(dataset)
@@ -61,4 +67,4 @@ def fit_exit_heads(checkpoint: str | Path, out: str | Path, *, data: str | Path 
     model.to(classifier.device).eval()
     source = load_checkpoint(classifier.path)
     save_checkpoint(out, model, source.config, {**source.meta, "exits": [EXIT_AFTER_T1]})
-    return Path(out)
+    return out
