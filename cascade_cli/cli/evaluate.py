@@ -18,7 +18,7 @@ from cascade_cli.config import EXIT_RULES
 
 Split = choice_enum("Split", SPLITS)
 ExitRule = choice_enum("ExitRule", EXIT_RULES)
-ExitRuleOpt = typer.Option(ExitRule("max_softmax"), "--exit-rule", metavar="RULE", help="How the exit head's confidence is "
+ExitRuleOpt = typer.Option(ExitRule("max_softmax"), "--rule", metavar="RULE", help="How the exit head's confidence is "
                            "measured: max_softmax (top probability) or entropy (1 - entropy / log K).")
 
 
@@ -41,8 +41,8 @@ def evaluate(
                                     "(from `cascade exits fit`): threshold chosen on validation, then test top-1, "
                                     "GFLOPs, time, exit shares and calibration with and without exits "
                                     "(a JSON report and a PNG beside the checkpoint)."),
-    max_drop: float = typer.Option(0.01, "--max-drop", help="With --early-exit: the most top-1 "
-                                   "(a fraction) the exits may cost on the validation clips."),
+    max_drop: float = typer.Option(0.5, "--max-drop", help="With --early-exit: the most top-1 "
+                                   "points (of 100) the exits may cost on the validation clips."),
     budget: Optional[float] = typer.Option(None, "--budget", help="With --early-exit, instead of --max-drop: the "
                                            "GFLOPs per clip allowed, as a fraction of the full model's (e.g. 0.6); "
                                            "the best validation top-1 within it is chosen."),
@@ -117,14 +117,16 @@ def _early_exit(checkpoints: list[str], data: str | None, max_drop: float, budge
                    f"exits {100 * t['exit_share']['t1']:.1f} %")
         return
     grid = Table(title=f"{r['dataset']} / {r['protocol']} / test: early exit after T1 at {rule} "
-                       f">= {r['threshold']:.3f} (chosen on val, " + (f"max drop {100 * max_drop:g} points)"
+                       f">= {r['threshold']:.3f} (chosen on val, " + (f"max drop {max_drop:g} points)"
                        if budget is None else f"budget {100 * budget:g} % of the full model's GFLOPs)"))
     grid.add_column("")
     grid.add_column("full model", justify="right")
     grid.add_column("early exit", justify="right")
     grid.add_row("top-1 %", f"{100 * t['top1_full']:.2f}", f"{100 * t['top1_early_exit']:.2f}")
     grid.add_row("GFLOPs / clip", f"{t['gflops_per_clip_full']:.4f}", f"{t['gflops_per_clip_early_exit']:.4f}")
-    grid.add_row("clips / s", f"{t['clips_per_second_full']:.1f}", f"{t['clips_per_second_early_exit']:.1f}")
+    grid.add_row("clips / s (batched)", f"{t['clips_per_second_full']:.1f}", f"{t['clips_per_second_early_exit']:.1f}")
+    grid.add_row("batch-1 ms, mean / p95", *(f"{t[k]['mean']:.2f} / {t[k]['p95']:.2f}" for k in
+                                             ("batch1_latency_ms_full", "batch1_latency_ms_early_exit")))
     grid.add_row("clips leaving after T1", "0 %", f"{100 * t['exit_share']['t1']:.1f} %")
     grid.add_row("ECE (early: the exit head)", f"{t['ece_full']:.3f}", f"{t['ece_exit_head']:.3f}")
     Console().print(grid)

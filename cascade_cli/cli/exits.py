@@ -35,7 +35,7 @@ def fit(
     pooled tokens are computed once, so this takes seconds to minutes.
 
     Example:  cascade exits fit runs/ft --out runs/ft/exits.safetensors
-              cascade evaluate runs/ft/exits.safetensors --early-exit --max-drop 0.01
+              cascade evaluate runs/ft/exits.safetensors --early-exit --max-drop 0.5
     """
     from cascade_cli.exits.fit import fit_exit_heads
 

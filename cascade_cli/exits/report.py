@@ -56,7 +56,7 @@ def sweep(early: np.ndarray, full: np.ndarray, labels: np.ndarray, rule: str = "
 def choose_threshold(early: np.ndarray, full: np.ndarray, labels: np.ndarray, rule: str = "max_softmax", *,
                      max_drop: float | None = None, min_exit_share: float | None = None) -> dict:
     """On the clips given (the validation split: never call this with test clips), the sweep point
-    with the most exits whose top-1 stays within `max_drop` (a fraction) of the full model's, or,
+    with the most exits whose top-1 stays within `max_drop` points (of 100) of the full model's, or,
     with `min_exit_share` (what a compute budget asks), the best top-1 among those where at least
     that share of clips leaves."""
     rows = sweep(early, full, labels, rule)
@@ -64,7 +64,7 @@ def choose_threshold(early: np.ndarray, full: np.ndarray, labels: np.ndarray, ru
         allowed = [row for row in rows if row["exit_share"] >= min_exit_share - 1e-12]
         return max(allowed, key=lambda row: (row["top1"], row["exit_share"], -row["threshold"]))
     full_top1 = float((full.argmax(axis=1) == labels).mean())
-    allowed = [row for row in rows if row["top1"] >= full_top1 - max_drop]
+    allowed = [row for row in rows if row["top1"] >= full_top1 - max_drop / 100 - 1e-12]
     return max(allowed, key=lambda row: (row["exit_share"], row["top1"], -row["threshold"]))
 
 
@@ -117,18 +117,37 @@ def _timed_pass(classifier: Classifier, dataset, indices: np.ndarray, threshold:
     return float(np.median(seconds))
 
 
-def early_exit_report(classifier: Classifier, dataset, *, max_drop: float = 0.01, budget: float | None = None,
+@torch.no_grad()
+def _batch1_latency_ms(classifier: Classifier, dataset, indices: np.ndarray, threshold: float, rule: str,
+                       clips: int = 300) -> dict[str, float]:
+    """Mean and p95 milliseconds for one clip at a time through the cascade at `threshold`, over the
+    first `clips` of `indices` (each clip prepared beforehand; one warm-up run first)."""
+    items = ClipDataset(dataset, indices[:clips], classifier.config.data, train=False, seed=0)
+    singles = [to_device(collate_clips([items[i]]), classifier.device) for i in range(len(items))]
+    model, times = classifier.model.eval(), []
+    cascade_forward(model, singles[0][0], singles[0][2], threshold, rule)  # warm-up
+    for x, _, pad, _ in singles:
+        start = time.perf_counter()
+        cascade_forward(model, x, pad, threshold, rule)
+        if classifier.device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(1e3 * (time.perf_counter() - start))
+    return {"mean": float(np.mean(times)), "p95": float(np.percentile(times, 95)), "clips": len(times)}
+
+
+def early_exit_report(classifier: Classifier, dataset, *, max_drop: float = 0.5, budget: float | None = None,
                       rule: str = "max_softmax", batch_size: int = 64, out: str | Path | None = None) -> dict:
     """Choose the exit threshold on the validation clips: the most exits with top-1 at most
-    `max_drop` below the full model's there or, with `budget` (a fraction of the full model's
+    `max_drop` points below the full model's there or, with `budget` (a fraction of the full model's
     GFLOPs per clip), the best top-1 within it. Then report on the test clips: top-1 with and
-    without exits, where clips leave, GFLOPs per clip both ways, measured seconds both ways, and
-    each path's calibration (ECE). FLOPs are counted at the run's clip length (data.frames, or the
-    training clips' median length where clips keep their own)."""
+    without exits, where clips leave (overall and per class), GFLOPs per clip both ways, measured
+    batched throughput and batch-1 latency (mean, p95) both ways, and each path's calibration
+    (ECE). FLOPs are counted at the run's clip length (data.frames, or the training clips' median
+    length where clips keep their own)."""
     require_exit_head(classifier)
     exit_confidence(torch.zeros(1, 2), rule)  # an unknown rule fails before any work
-    if not 0.0 <= max_drop <= 1.0:
-        raise UserError(f"--max-drop {max_drop:g}: a fraction of top-1 between 0 and 1 (0.01 is one point)")
+    if not 0.0 <= max_drop <= 100.0:
+        raise UserError(f"--max-drop {max_drop:g}: top-1 points between 0 and 100 (0.5 is half a point)")
     splits = run_splits(classifier.config, dataset)
     if not len(splits.val):
         raise UserError(f"{classifier.path}: the run has no validation clips to choose the exit threshold on")
@@ -153,6 +172,10 @@ def early_exit_report(classifier: Classifier, dataset, *, max_drop: float = 0.01
     share = float(leave.mean())
     seconds_full = _timed_pass(classifier, dataset, splits.test, 2.0, rule, batch_size)
     seconds_exit = _timed_pass(classifier, dataset, splits.test, chosen["threshold"], rule, batch_size)
+    latency_full = _batch1_latency_ms(classifier, dataset, splits.test, 2.0, rule)
+    latency_exit = _batch1_latency_ms(classifier, dataset, splits.test, chosen["threshold"], rule)
+    names = dataset.class_names
+    per_class = {names[c]: float(leave[labels == c].mean()) for c in np.unique(labels)}
     report = {
         "checkpoint": str(classifier.path), "dataset": dataset.name, "protocol": classifier.config.data.protocol,
         "rule": rule, **({"budget": budget} if budget is not None else {"max_drop": max_drop}),
@@ -165,11 +188,15 @@ def early_exit_report(classifier: Classifier, dataset, *, max_drop: float = 0.01
             "top1_early_exit": float((predicted == labels).mean()),
             "top1_exit_head_alone": float((early.argmax(axis=1) == labels).mean()),
             "exit_share": {EXIT_AFTER_T1: share, "final": 1.0 - share},
+            "exit_share_per_class": {EXIT_AFTER_T1: per_class},
             "frames_counted": frames,
             "gflops_per_clip_full": full_gflops,
             "gflops_per_clip_early_exit": expected_gflops(flops, share),
             "seconds_full": seconds_full, "seconds_early_exit": seconds_exit,
             "clips_per_second_full": len(labels) / seconds_full, "clips_per_second_early_exit": len(labels) / seconds_exit,
+            "batch1_latency_ms_full": latency_full, "batch1_latency_ms_early_exit": latency_exit,
+            "batch1_speedup": latency_full["mean"] / latency_exit["mean"],
+            "compute_speedup": full_gflops / expected_gflops(flops, share),
             "ece_exit_head": expected_calibration_error(early_probs, labels),
             "ece_full": expected_calibration_error(torch.from_numpy(full).softmax(dim=-1).numpy(), labels),
         },
