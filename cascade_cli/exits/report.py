@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 from cascade_cli.atomic import atomic_path, write_text
 from cascade_cli.data.pipeline import ClipDataset, collate_clips
@@ -74,6 +74,15 @@ def expected_gflops(flops: dict[str, float], exit_share: float) -> float:
     return (flops["t1"] + flops["exit_head"] + (1.0 - exit_share) * (flops["full"] - flops["t1"])) / 1e9
 
 
+def _cpu_attention_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+# PyTorch's counter knows the GPU attention kernels but not the CPU one, so on CPU it would miss
+# every attention product; the CPU kernel is counted with the formula PyTorch uses for the GPU ones.
+_UNCOUNTED = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_attention_flops}
+
+
 def flops_per_clip(classifier: Classifier, frames: int) -> dict[str, float]:
     """FLOPs of T1, of the exit head after it, and of the full model, for one clip of `frames`
     frames, counted by PyTorch's FLOP counter. Counted with autograd on: without it, eval-mode
@@ -83,11 +92,11 @@ def flops_per_clip(classifier: Classifier, frames: int) -> dict[str, float]:
     x = torch.zeros(1, frames, J, C, device=classifier.device)
     model = classifier.model.eval()
     with torch.enable_grad():
-        with FlopCounterMode(display=False) as t1:
+        with FlopCounterMode(display=False, custom_mapping=_UNCOUNTED) as t1:
             tokens = model.t1(x)
-        with FlopCounterMode(display=False) as head:
+        with FlopCounterMode(display=False, custom_mapping=_UNCOUNTED) as head:
             model.exits[EXIT_AFTER_T1](tokens)
-        with FlopCounterMode(display=False) as full:
+        with FlopCounterMode(display=False, custom_mapping=_UNCOUNTED) as full:
             model(x)
     return {"t1": float(t1.get_total_flops()), "exit_head": float(head.get_total_flops()),
             "full": float(full.get_total_flops())}
