@@ -98,19 +98,13 @@ def evaluate(
 
 def _early_exit(checkpoints: list[str], data: str | None, max_drop: float, budget: float | None, rule: str,
                 batch_size: int | None, out: Path | None, device: str | None, quiet: bool) -> None:
-    from cascade_cli.data.format import open_dataset
     from cascade_cli.errors import UserError
-    from cascade_cli.exits.report import early_exit_report
-    from cascade_cli.inference import load_classifier
+    from cascade_cli.exits.report import evaluate_early_exit
 
     if len(checkpoints) > 1:
         raise UserError("--early-exit takes one checkpoint")
-    classifier = load_classifier(checkpoints[0], device)
-    dataset = open_dataset(data or classifier.config.data.path)
-    classifier.check_dataset(dataset)
-    out = out or classifier.path.parent / f"{classifier.path.stem}.early_exit.json"
-    r = early_exit_report(classifier, dataset, max_drop=max_drop, budget=budget, rule=rule,
-                          batch_size=batch_size or 64, out=out)
+    r, out = evaluate_early_exit(checkpoints[0], data=data, device=device, out=out, max_drop=max_drop,
+                                 budget=budget, rule=rule, batch_size=batch_size or 64)
     t = r["test"]
     if quiet:
         typer.echo(f"top1 {100 * t['top1_early_exit']:.2f} (full {100 * t['top1_full']:.2f})  "

@@ -13,26 +13,22 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cascade_cli.checkpoint import load_checkpoint, save_checkpoint
+from cascade_cli.checkpoint import save_checkpoint
 from cascade_cli.data.format import open_dataset
 from cascade_cli.errors import UserError
-from cascade_cli.data.pipeline import ClipDataset, collate_clips
 from cascade_cli.data.splits import run_splits
 from cascade_cli.inference import Classifier, load_classifier
+from cascade_cli.inference.scorer import device_batches
 from cascade_cli.model.cascadeformer import masked_mean
 from cascade_cli.model.exits import EXIT_AFTER_T1, add_exits
 from cascade_cli.progress import Reporter
-from cascade_cli.runtime import to_device
 
 
 @torch.no_grad()
 def t1_features(classifier: Classifier, dataset, indices: np.ndarray, batch_size: int = 64) -> torch.Tensor:
     """(N, d) masked means of T1's tokens for the clips `indices`, the test-time transform applied."""
-    items = ClipDataset(dataset, indices, classifier.config.data, train=False, seed=0)
     model, chunks = classifier.model.eval(), []
-    for start in range(0, len(items), batch_size):
-        batch = collate_clips([items[i] for i in range(start, min(start + batch_size, len(items)))])
-        x, _, pad, _ = to_device(batch, classifier.device)
+    for x, _, pad, _ in device_batches(classifier, dataset, indices, batch_size):
         chunks.append(masked_mean(model.t1(x, pad), pad).float().cpu())
     return torch.cat(chunks)
 
@@ -58,13 +54,12 @@ def fit_exit_heads(checkpoint: str | Path, out: str | Path, *, data: str | Path 
     model = add_exits(classifier.model)
     head = model.exits[EXIT_AFTER_T1].to("cpu").train()
     optimizer = torch.optim.Adam(head.parameters(), lr=lr)
-    for epoch in range(epochs):
+    for _ in range(epochs):
         loss = F.cross_entropy(head.fc(head.norm(features)), labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
     reporter.info(f"exit head after T1: training loss {loss.item():.4f} after {epochs} full-batch epochs")
     model.to(classifier.device).eval()
-    source = load_checkpoint(classifier.path)
-    save_checkpoint(out, model, source.config, {**source.meta, "exits": [EXIT_AFTER_T1]})
+    save_checkpoint(out, model, classifier.config, {**classifier.meta, "exits": [EXIT_AFTER_T1]})
     return out

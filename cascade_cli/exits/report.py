@@ -14,24 +14,22 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 from cascade_cli.atomic import atomic_path, write_text
-from cascade_cli.data.pipeline import ClipDataset, collate_clips
+from cascade_cli.data.format import open_dataset
 from cascade_cli.data.splits import run_splits
-from cascade_cli.inference import Classifier
-from cascade_cli.inference.cascade import cascade_forward, exit_confidence, require_exit_head
 from cascade_cli.errors import UserError
+from cascade_cli.inference import Classifier, load_classifier
+from cascade_cli.inference.cascade import cascade_forward, exit_confidence, require_exit_head
+from cascade_cli.inference.scorer import device_batches
 from cascade_cli.metrics import expected_calibration_error
 from cascade_cli.model.exits import EXIT_AFTER_T1
-from cascade_cli.runtime import to_device
 
 
 @torch.no_grad()
-def both_paths(classifier: Classifier, dataset, indices: np.ndarray, batch_size: int = 64):
-    """(exit logits, full logits, labels) of the clips `indices`; T1 runs once for both."""
-    items = ClipDataset(dataset, indices, classifier.config.data, train=False, seed=0)
+def both_paths(classifier: Classifier, batches: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(exit logits, full logits, labels) of prepared batches (inference.scorer.device_batches); T1
+    runs once for both."""
     model, early, full, labels = classifier.model.eval(), [], [], []
-    for start in range(0, len(items), batch_size):
-        batch = collate_clips([items[i] for i in range(start, min(start + batch_size, len(items)))])
-        x, _, pad, y = to_device(batch, classifier.device)
+    for x, _, pad, y in batches:
         tokens = model.t1(x, pad)
         early.append(model.exits[EXIT_AFTER_T1](tokens, pad).float().cpu())
         full.append(model.head(model.pool(tokens, pad)).float().cpu())
@@ -74,6 +72,9 @@ def expected_gflops(flops: dict[str, float], exit_share: float) -> float:
     return (flops["t1"] + flops["exit_head"] + (1.0 - exit_share) * (flops["full"] - flops["t1"])) / 1e9
 
 
+LATENCY_CLIPS = 300  # test clips timed one at a time for batch-1 latency
+
+
 def _cpu_attention_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
     return sdpa_flop_count(query_shape, key_shape, value_shape)
 
@@ -103,45 +104,28 @@ def flops_per_clip(classifier: Classifier, frames: int) -> dict[str, float]:
 
 
 @torch.no_grad()
-def _timed_pass(classifier: Classifier, dataset, indices: np.ndarray, threshold: float, rule: str,
-                batch_size: int, repeats: int = 5) -> float:
-    """Seconds for the cascade at `threshold` over the clips, the median of `repeats` passes
-    (batches prepared beforehand: the model's time only). A threshold above 1 is the full model."""
-    items = ClipDataset(dataset, indices, classifier.config.data, train=False, seed=0)
-    batches = [to_device(collate_clips([items[i] for i in range(s, min(s + batch_size, len(items)))]), classifier.device)
-               for s in range(0, len(items), batch_size)]
-    model = classifier.model.eval()
-    x, _, pad, _ = batches[0]
-    cascade_forward(model, x, pad, threshold, rule)  # warm-up
-    seconds = []
-    for _ in range(repeats):
-        if classifier.device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        for x, _, pad, _ in batches:
-            cascade_forward(model, x, pad, threshold, rule)
-        if classifier.device.type == "cuda":
-            torch.cuda.synchronize()
-        seconds.append(time.perf_counter() - start)
-    return float(np.median(seconds))
-
-
-@torch.no_grad()
-def _batch1_latency_ms(classifier: Classifier, dataset, indices: np.ndarray, threshold: float, rule: str,
-                       clips: int = 300) -> dict[str, float]:
-    """Mean and p95 milliseconds for one clip at a time through the cascade at `threshold`, over the
-    first `clips` of `indices` (each clip prepared beforehand; one warm-up run first)."""
-    items = ClipDataset(dataset, indices[:clips], classifier.config.data, train=False, seed=0)
-    singles = [to_device(collate_clips([items[i]]), classifier.device) for i in range(len(items))]
-    model, times = classifier.model.eval(), []
-    cascade_forward(model, singles[0][0], singles[0][2], threshold, rule)  # warm-up
-    for x, _, pad, _ in singles:
+def _seconds_per_batch(classifier: Classifier, batches: list, threshold: float, rule: str) -> list[float]:
+    """Seconds of the cascade at `threshold` for each prepared batch. A threshold above 1 is the
+    full model."""
+    model, seconds = classifier.model.eval(), []
+    for x, _, pad, _ in batches:
         start = time.perf_counter()
         cascade_forward(model, x, pad, threshold, rule)
         if classifier.device.type == "cuda":
             torch.cuda.synchronize()
-        times.append(1e3 * (time.perf_counter() - start))
-    return {"mean": float(np.mean(times)), "p95": float(np.percentile(times, 95)), "clips": len(times)}
+        seconds.append(time.perf_counter() - start)
+    return seconds
+
+
+def _timings(classifier: Classifier, batches: list, singles: list, threshold: float, rule: str,
+             repeats: int = 5) -> tuple[float, dict[str, float]]:
+    """(seconds for all `batches`, the median of `repeats` passes; batch-1 milliseconds over
+    `singles`, mean and p95)."""
+    _seconds_per_batch(classifier, batches[:1], threshold, rule)  # warm-up
+    passes = [sum(_seconds_per_batch(classifier, batches, threshold, rule)) for _ in range(repeats)]
+    ms = 1e3 * np.array(_seconds_per_batch(classifier, singles, threshold, rule))
+    return float(np.median(passes)), {"mean": float(ms.mean()), "p95": float(np.percentile(ms, 95)),
+                                      "clips": len(ms)}
 
 
 def early_exit_report(classifier: Classifier, dataset, *, max_drop: float = 0.5, budget: float | None = None,
@@ -163,7 +147,7 @@ def early_exit_report(classifier: Classifier, dataset, *, max_drop: float = 0.5,
     frames = classifier.config.data.frames or int(np.median(dataset.lengths[splits.train]))
     flops = flops_per_clip(classifier, frames)
     full_gflops = flops["full"] / 1e9
-    val_early, val_full, val_labels = both_paths(classifier, dataset, splits.val, batch_size)
+    val_early, val_full, val_labels = both_paths(classifier, device_batches(classifier, dataset, splits.val, batch_size))
     if budget is None:
         chosen = choose_threshold(val_early, val_full, val_labels, rule, max_drop=max_drop)
     else:
@@ -174,15 +158,15 @@ def early_exit_report(classifier: Classifier, dataset, *, max_drop: float = 0.5,
         # expected_gflops(share) <= budget * full, solved for the share of clips leaving
         min_share = 1.0 - (budget * flops["full"] - flops["t1"] - flops["exit_head"]) / (flops["full"] - flops["t1"])
         chosen = choose_threshold(val_early, val_full, val_labels, rule, min_exit_share=min(1.0, max(0.0, min_share)))
-    early, full, labels = both_paths(classifier, dataset, splits.test, batch_size)
+    test_batches = device_batches(classifier, dataset, splits.test, batch_size)
+    early, full, labels = both_paths(classifier, test_batches)
     early_probs = torch.from_numpy(early).softmax(dim=-1).numpy()
     leave = exit_confidence(torch.from_numpy(early), rule).numpy() >= chosen["threshold"]
     predicted = np.where(leave, early.argmax(axis=1), full.argmax(axis=1))
     share = float(leave.mean())
-    seconds_full = _timed_pass(classifier, dataset, splits.test, 2.0, rule, batch_size)
-    seconds_exit = _timed_pass(classifier, dataset, splits.test, chosen["threshold"], rule, batch_size)
-    latency_full = _batch1_latency_ms(classifier, dataset, splits.test, 2.0, rule)
-    latency_exit = _batch1_latency_ms(classifier, dataset, splits.test, chosen["threshold"], rule)
+    singles = device_batches(classifier, dataset, splits.test[:LATENCY_CLIPS], 1)
+    seconds_full, latency_full = _timings(classifier, test_batches, singles, 2.0, rule)
+    seconds_exit, latency_exit = _timings(classifier, test_batches, singles, chosen["threshold"], rule)
     names = dataset.class_names
     per_class = {names[c]: float(leave[labels == c].mean()) for c in np.unique(labels)}
     report = {
@@ -216,6 +200,17 @@ def early_exit_report(classifier: Classifier, dataset, *, max_drop: float = 0.5,
         curves = {"val": sweep(val_early, val_full, val_labels, rule), "test": sweep(early, full, labels, rule)}
         _plot(Path(out).with_suffix(".png"), curves, flops, report)
     return report
+
+
+def evaluate_early_exit(checkpoint: str | Path, *, data: str | Path | None = None, device: str | None = None,
+                        out: str | Path | None = None, **options) -> tuple[dict, Path]:
+    """`cascade evaluate --early-exit`: the report of a checkpoint on its own dataset (or `data`),
+    written to `out` [default: <checkpoint>.early_exit.json beside it]. Returns (report, out)."""
+    classifier = load_classifier(checkpoint, device)
+    dataset = open_dataset(data or classifier.config.data.path)
+    classifier.check_dataset(dataset)
+    out = Path(out or classifier.path.parent / f"{classifier.path.stem}.early_exit.json")
+    return early_exit_report(classifier, dataset, out=out, **options), out
 
 
 def _plot(path: Path, curves: dict[str, list[dict]], flops: dict[str, float], report: dict) -> None:

@@ -82,6 +82,16 @@ def _check_views(classifier: Classifier, views: int) -> None:
                         "so there is only one temporal view; use --clips 1")
 
 
+def device_batches(classifier: Classifier, dataset: PreparedDataset, indices: Sequence[int],
+                   batch_size: int) -> list:
+    """The clips `indices`, transformed as at test time, as collated batches on the classifier's
+    device, all prepared up front: for callers that run the model on them more than once or time
+    the model alone (early exits)."""
+    items = ClipDataset(dataset, np.asarray(indices, dtype=np.int64), classifier.config.data, train=False, seed=0)
+    return [to_device(collate_clips([items[i] for i in range(start, min(start + batch_size, len(items)))]),
+                      classifier.device) for start in range(0, len(items), batch_size)]
+
+
 def score_indices(classifier: Classifier, dataset: PreparedDataset, indices: Sequence[int], *, views: int = 1,
                   batch_size: int | None = None, reporter: Reporter | None = None) -> Scores:
     """Scores of the clips `indices` of a prepared dataset, in that order."""
