@@ -211,3 +211,19 @@ def test_fitting_refuses_an_output_that_is_not_a_checkpoint_file(with_exits, tmp
     wrong = runner.invoke(app, ["exits", "fit", str(with_exits / "ft"), "--out", str(tmp_path / "e.pt")])
     assert wrong.exit_code != 0 and "must end in .safetensors" in wrong.output
     assert "Traceback" not in folder.output + wrong.output and list(tmp_path.iterdir()) == []
+
+
+def test_the_threshold_never_sees_test_labels(with_exits, tiny_dataset, monkeypatch):
+    from cascade_cli.data.splits import run_splits
+    from cascade_cli.exits import report as report_module
+
+    classifier, ds = load_classifier(with_exits / "exits.safetensors"), open_dataset(tiny_dataset)
+    seen = []
+    real = report_module.choose_threshold
+    monkeypatch.setattr(report_module, "choose_threshold",
+                        lambda early, full, labels, *a, **k: seen.append(labels) or real(early, full, labels, *a, **k))
+    first = early_exit_report(classifier, ds, max_drop=5)
+    splits = run_splits(classifier.config, ds)
+    assert len(seen) == 1 and np.array_equal(seen[0], ds.labels[splits.val])
+    # The one choice made took the validation clips, which share none with test.
+    assert not set(splits.test) & set(splits.val) and first["threshold"] == first["val"]["threshold"]
