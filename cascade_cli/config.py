@@ -168,6 +168,12 @@ class PretrainConfig(StageConfig):
     select: Literal["last", "val"] = "last"
 
 
+# When a clip leaves at an early exit (cascade_cli.inference.cascade); named here, beside the other
+# choices the command line offers, so that the CLI need not import torch to list them.
+EXIT_RULES = ("max_softmax", "entropy", "patience")
+EXIT_PLACES = ("t1", "layers")  # where exit heads sit: after T1, or after every encoder layer of T1 and T2
+
+
 @dataclass
 class FinetuneConfig(StageConfig):
     # Pretraining run directory or checkpoint whose T1 starts finetuning; `--pretrained` sets it.
@@ -179,14 +185,16 @@ class FinetuneConfig(StageConfig):
     t1: Literal["full", "frozen", "last_k"] = "full"
     t1_trainable_layers: int = field(default=1, metadata=_range(1))
     label_smoothing: float = field(default=0.0, metadata=_range(0.0, 1.0))
+    # Early exits trained jointly with the classifier (BranchyNet-style): above 0, exit heads at
+    # `exits` (t1: after T1; layers: after every encoder layer of T1 and T2) are added and the loss
+    # is the main cross-entropy plus this weight times the mean of the exits' cross-entropies.
+    exit_loss_weight: float = field(default=0.0, metadata=_range(0.0))
+    exits: Literal[EXIT_PLACES] = "t1"
     # Keep the epoch with the best validation top-1, or simply the last epoch.
     select: Literal["val", "last"] = "val"
 
 
 CONTINUAL_METHODS = ("ft", "joint", "er", "der", "derpp", "charon")
-# How an early exit's confidence is measured (cascade_cli.inference.cascade); named here, beside the
-# other choices the command line offers, so that the CLI need not import torch to list them.
-EXIT_RULES = ("max_softmax", "entropy")
 
 
 @dataclass

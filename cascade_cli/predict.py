@@ -20,7 +20,7 @@ def predict(checkpoint: str | Path, inputs: list[str | Path], *, top_k: int = 5,
     """Top-k classes, probabilities and logits for every clip of every input file. A clip read
     without the confidence channel its model uses (accepted with without_confidence) carries a note.
     With `exit_threshold` and `exit_rule` (from `cascade evaluate --early-exit`), clips go through
-    the early-exit cascade and each says where it left ("t1" or "final")."""
+    the early-exit cascade and each says where it left (an exit's name, or "final")."""
     classifier = load_classifier(checkpoint, device)
     scores = score_inputs(classifier, inputs, raw=raw, image_size=image_size, views=views,
                           without_confidence=without_confidence, exit_threshold=exit_threshold,
@@ -30,13 +30,17 @@ def predict(checkpoint: str | Path, inputs: list[str | Path], *, top_k: int = 5,
     names = classifier.class_names
     logits = torch.from_numpy(scores.logits)
     results = []
-    exits = [None] * len(logits) if scores.exited is None else ["t1" if e else "final" for e in scores.exited]
+    exits = [None] * len(logits) if scores.exits is None else [str(e) for e in scores.exits]
     for source, p, z, exit_at in zip(scores.names, logits.softmax(-1), logits, exits):
-        top = p.topk(min(top_k, len(names)))
         results.append({
-            "input": source,
-            "top": [{"label": int(i), "class": names[int(i)], "prob": float(v)} for v, i in zip(top.values, top.indices)],
+            "input": source, "top": top_classes(p, names, top_k),
             "probs": [float(v) for v in p], "logits": [float(v) for v in z],
             **({"note": note} if note else {}), **({"exit": exit_at} if exit_at else {}),
         })
     return results
+
+
+def top_classes(probs: torch.Tensor, names: list[str], k: int) -> list[dict]:
+    """(K,) probabilities -> the k most likely classes: label, class name, probability."""
+    top = probs.topk(min(k, len(names)))
+    return [{"label": int(i), "class": names[int(i)], "prob": float(v)} for v, i in zip(top.values, top.indices)]

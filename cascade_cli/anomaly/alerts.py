@@ -14,11 +14,12 @@ from typing import Sequence
 
 import numpy as np
 import yaml
+from scipy.special import softmax
 
 from cascade_cli.anomaly.detector import POLICY, Detector
 from cascade_cli.anomaly.policy import (DEFAULT_COSTS, Policy, baselines, decision_metrics, rule_statistics,
                                         search_direct, search_reward_model)
-from cascade_cli.anomaly.statistics import STATISTICS
+from cascade_cli.anomaly.statistics import STATISTICS, clip_statistics
 from cascade_cli.atomic import atomic_path, write_text
 from cascade_cli.data.format import open_dataset
 from cascade_cli.errors import UserError
@@ -124,29 +125,58 @@ def _plot(folder: Path, split: str, stats: dict[str, np.ndarray], abnormal: np.n
         fig.savefig(tmp, format="png", dpi=100)
 
 
-def score(detector: Detector, inputs: Sequence[str | Path], *, top_k: int = 5, device: str | None = None,
-          image_size: tuple[float, float] | None = None, without_confidence: bool = False, llm=None) -> list[dict]:
-    """Per clip of raw input files: the tuned policy's decision, the statistics, the thresholds that
-    fired and the top-k classes. `llm` (an anomaly.llm.LLMDecider) adds its rationale, or its decision."""
-    document = load_policy(detector)
-    policy = document["policies"][0]
-    classifier = detector.classifier(device)
-    scores = score_inputs(classifier, inputs, image_size=image_size, without_confidence=without_confidence)
-    stats = detector.statistics(scores)
-    alerts = policy.decide(stats, scores.predictions)
-    names = classifier.class_names
-    logits = scores.logits - scores.logits.max(axis=1, keepdims=True)
-    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+# Statistics of the pooled features: a clip that leaves at an early exit never computes them.
+FEATURE_STATISTICS = ("knn", "mahalanobis", "class_mahalanobis")
+
+
+def check_early_exit(policy: Policy, detector: Detector) -> None:
+    """Early exits skip the pooled features, so a policy that reads them cannot decide on early clips."""
+    if needs := [stat for stat in policy.thresholds if stat in FEATURE_STATISTICS]:
+        raise UserError(f"{detector.path}: its tuned policy reads {', '.join(needs)}, statistics of the pooled "
+                        "features that clips leaving at an early exit never compute; score without --early-exit, "
+                        "or tune a policy on statistics of the logits (e.g. `cascade anomaly tune --rule "
+                        "single:energy`)")
+
+
+def judge(detector: Detector, policy: Policy, logits: np.ndarray, embeddings: np.ndarray, top_k: int,
+          exits: Sequence[str] | None = None) -> list[dict]:
+    """Per clip of (N, K) logits and (N, d) pooled features: the policy's decision, the thresholds
+    that fired, the statistics (null where a clip left early and never computed them; its logit
+    statistics are then its exit's) and the top-k classes."""
+    stats = clip_statistics(logits, embeddings, detector.bank)
+    alerts = policy.decide(stats, logits.argmax(axis=1))
+    names = detector.class_names
+    probs = softmax(np.asarray(logits, np.float64), axis=1)
     results = []
-    for i, source in enumerate(scores.names):
+    for i in range(len(logits)):
         clip_stats = {name: float(stats[name][i]) for name in STATISTICS}
         top = np.argsort(-probs[i], kind="stable")[:top_k]
-        result = {"input": source, "decision": "ALERT" if alerts[i] else "LOG",
-                  "fired": policy.fired(clip_stats), "statistics": clip_stats,
-                  "top": [{"label": int(c), "class": names[c], "prob": float(probs[i, c])} for c in top]}
-        if llm is not None:
-            reply = llm.decide(clip_stats, names[top[0]], float(probs[i, top[0]]), document["policy_text"],
-                               result["decision"])
+        results.append({"decision": "ALERT" if alerts[i] else "LOG", "fired": policy.fired(clip_stats),
+                        "statistics": {k: None if np.isnan(v) else v for k, v in clip_stats.items()},
+                        "top": [{"label": int(c), "class": names[c], "prob": float(probs[i, c])} for c in top],
+                        **({"exit": str(exits[i])} if exits is not None else {})})
+    return results
+
+
+def score(detector: Detector, inputs: Sequence[str | Path], *, top_k: int = 5, device: str | None = None,
+          image_size: tuple[float, float] | None = None, without_confidence: bool = False, llm=None,
+          exit_threshold: float | None = None, exit_rule: str = "max_softmax") -> list[dict]:
+    """Per clip of raw input files: the tuned policy's decision, the statistics, the thresholds that
+    fired and the top-k classes. `llm` (an anomaly.llm.LLMDecider) adds its rationale, or its decision.
+    With `exit_threshold`, clips go through the early-exit cascade and each says where it left."""
+    document = load_policy(detector)
+    policy = document["policies"][0]
+    if exit_threshold is not None:
+        check_early_exit(policy, detector)
+    classifier = detector.classifier(device)
+    scores = score_inputs(classifier, inputs, image_size=image_size, without_confidence=without_confidence,
+                          exit_threshold=exit_threshold, exit_rule=exit_rule)
+    results = [{"input": source, **result} for source, result in
+               zip(scores.names, judge(detector, policy, scores.logits, scores.embeddings, top_k, scores.exits))]
+    if llm is not None:
+        for result in results:
+            best = result["top"][0]
+            computed = {name: value for name, value in result["statistics"].items() if value is not None}
+            reply = llm.decide(computed, best["class"], best["prob"], document["policy_text"], result["decision"])
             result.update(decision=reply.action, rationale=reply.rationale, llm_fell_back=reply.fell_back)
-        results.append(result)
     return results

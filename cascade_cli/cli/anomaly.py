@@ -13,7 +13,8 @@ from rich.table import Table
 from cascade_cli.anomaly.policy import DEFAULT_COSTS, RULES
 from cascade_cli.anomaly.sets import ABNORMAL_SETS
 from cascade_cli.anomaly.statistics import STATISTICS
-from cascade_cli.cli.common import DeviceOpt, GpuOpt, QuietOpt, choice_enum, cli_command, device_of
+from cascade_cli.cli.common import (DeviceOpt, ExitRule, ExitRuleOpt, GpuOpt, QuietOpt, choice_enum, cli_command,
+                                    device_of)
 from cascade_cli.progress import Reporter
 
 anomaly_app = typer.Typer(help="Anomaly alerts (the CascadeFormer-Agent, offline): statistics of a frozen classifier "
@@ -154,6 +155,11 @@ def score(
                                     "the endpoint's API key (never logged)."),
     llm_decides: bool = typer.Option(False, "--llm-decides", help="Let the language model choose LOG or ALERT, as "
                                      "the authors' agent does (an unusable reply logs)."),
+    early_exit: Optional[float] = typer.Option(None, "--early-exit", metavar="THRESHOLD", help="Classify through the "
+                                               "early-exit cascade, as in `cascade predict` (the detector's "
+                                               "checkpoint needs exit heads, and its policy must read statistics "
+                                               "of the logits only: clips leaving early never pool features)."),
+    exit_rule: ExitRule = ExitRuleOpt,
     gpu: Optional[int] = GpuOpt, device: Optional[str] = DeviceOpt,
 ) -> None:
     """LOG or ALERT for each clip of raw files, with the statistics and the thresholds that fired.
@@ -174,16 +180,18 @@ def score(
 
         llm = LLMDecider(LLMSettings(llm_url, llm_model, key_env=llm_key_env, decides=llm_decides))
     results = run_score(open_detector(detector), inputs, top_k=top_k, device=device_of(gpu, device),
-                        image_size=image_size, without_confidence=without_confidence, llm=llm)
+                        image_size=image_size, without_confidence=without_confidence, llm=llm,
+                        exit_threshold=early_exit, exit_rule=exit_rule.value)
     if as_json:
         typer.echo(json.dumps(results, indent=2))
     else:
         grid = Table(title=f"anomaly decisions ({len(results)} clip(s))")
-        for column in ("input", "decision", "fired", "top class"):
+        for column in ("input", "decision", "fired", "top class", *(["exit"] if early_exit is not None else [])):
             grid.add_column(column)
         for r in results:
             grid.add_row(escape(Path(r["input"]).name), r["decision"], escape(", ".join(r["fired"]) or "-"),
-                         escape(f"{r['top'][0]['class']} ({100 * r['top'][0]['prob']:.1f} %)"))
+                         escape(f"{r['top'][0]['class']} ({100 * r['top'][0]['prob']:.1f} %)"),
+                         *([r["exit"]] if early_exit is not None else []))
         Console().print(grid)
     if llm is not None and llm.fallbacks:
         Reporter().warn(f"{llm.fallbacks} of {llm.calls} language-model replies were unusable; the threshold "

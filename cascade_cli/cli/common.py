@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from cascade_cli.config import Config, dump_yaml
+from cascade_cli.config import EXIT_RULES, Config, dump_yaml
 from cascade_cli.errors import UserError
 
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -137,3 +137,9 @@ def print_report(report: dict, console: Console) -> None:
     for key in ("confusion_png", "confusion_csv", "scores_path", "report_path"):
         if report.get(key):
             console.print(f"{key.replace('_', ' ')}: {report[key]}", highlight=False, markup=False)
+
+
+ExitRule = choice_enum("ExitRule", EXIT_RULES)
+ExitRuleOpt = typer.Option(ExitRule("max_softmax"), "--rule", metavar="RULE", help="When a clip leaves at an exit: "
+                           "max_softmax (its top probability reaches the threshold), entropy (1 - entropy / log K "
+                           "does) or patience (the last THRESHOLD exits agree on the class).")

@@ -10,17 +10,12 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from cascade_cli.cli.common import (DeviceOpt, GpuOpt, QuietOpt, choice_enum, device_of, err_console,
-                                    cli_command, print_report)
+from cascade_cli.cli.common import (DeviceOpt, ExitRule, ExitRuleOpt, GpuOpt, QuietOpt, choice_enum, device_of,
+                                    err_console, cli_command, print_report)
 from cascade_cli.data.splits import SPLITS
-from cascade_cli.config import EXIT_RULES
 
 
 Split = choice_enum("Split", SPLITS)
-ExitRule = choice_enum("ExitRule", EXIT_RULES)
-ExitRuleOpt = typer.Option(ExitRule("max_softmax"), "--rule", metavar="RULE", help="How the exit head's confidence is "
-                           "measured: max_softmax (top probability) or entropy (1 - entropy / log K).")
-
 
 @cli_command
 def evaluate(
@@ -37,8 +32,9 @@ def evaluate(
                                        "directory; with several runs, the mean ± std report]."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Evaluation batch size "
                                                                                "\\[default: the run's eval_batch_size]."),
-    early_exit: bool = typer.Option(False, "--early-exit", help="Evaluate the cascade with its exit head after T1 "
-                                    "(from `cascade exits fit`): threshold chosen on validation, then test top-1, "
+    early_exit: bool = typer.Option(False, "--early-exit", help="Evaluate the cascade with its exit heads (from "
+                                    "`cascade exits fit`, or trained jointly in finetuning): threshold chosen "
+                                    "on validation, then test top-1, "
                                     "GFLOPs, time, exit shares and calibration with and without exits "
                                     "(a JSON report and a PNG beside the checkpoint)."),
     max_drop: float = typer.Option(0.5, "--max-drop", help="With --early-exit: the most top-1 "
@@ -106,12 +102,13 @@ def _early_exit(checkpoints: list[str], data: str | None, max_drop: float, budge
     r, out = evaluate_early_exit(checkpoints[0], data=data, device=device, out=out, max_drop=max_drop,
                                  budget=budget, rule=rule, batch_size=batch_size or 64)
     t = r["test"]
+    early = 1.0 - t["exit_share"]["final"]
     if quiet:
         typer.echo(f"top1 {100 * t['top1_early_exit']:.2f} (full {100 * t['top1_full']:.2f})  "
-                   f"exits {100 * t['exit_share']['t1']:.1f} %")
+                   f"exits {100 * early:.1f} %")
         return
-    grid = Table(title=f"{r['dataset']} / {r['protocol']} / test: early exit after T1 at {rule} "
-                       f">= {r['threshold']:.3f} (chosen on val, " + (f"max drop {max_drop:g} points)"
+    grid = Table(title=f"{r['dataset']} / {r['protocol']} / test: early exits at {', '.join(r['exits'])}, {rule} "
+                       f">= {r['threshold']:.3g} (chosen on val, " + (f"max drop {max_drop:g} points)"
                        if budget is None else f"budget {100 * budget:g} % of the full model's GFLOPs)"))
     grid.add_column("")
     grid.add_column("full model", justify="right")
@@ -121,17 +118,23 @@ def _early_exit(checkpoints: list[str], data: str | None, max_drop: float, budge
     grid.add_row("clips / s (batched)", f"{t['clips_per_second_full']:.1f}", f"{t['clips_per_second_early_exit']:.1f}")
     grid.add_row("batch-1 ms, mean / p95", *(f"{t[k]['mean']:.2f} / {t[k]['p95']:.2f}" for k in
                                              ("batch1_latency_ms_full", "batch1_latency_ms_early_exit")))
-    grid.add_row("clips leaving after T1", "0 %", f"{100 * t['exit_share']['t1']:.1f} %")
-    grid.add_row("ECE (early: the exit head)", f"{t['ece_full']:.3f}", f"{t['ece_exit_head']:.3f}")
+    grid.add_row("clips leaving early", "0 %", f"{100 * early:.1f} %")
     Console().print(grid)
+    exits = Table(title="where clips leave (test)")
+    for column in ("exit", "clips leaving", "top-1 % alone", "ECE", "GFLOPs if leaving"):
+        exits.add_column(column, justify="left" if column == "exit" else "right")
+    for place, share in t["exit_share"].items():
+        exits.add_row(place, f"{100 * share:.1f} %", f"{100 * t['top1_alone'][place]:.2f}", f"{t['ece'][place]:.3f}",
+                      f"{t['gflops_if_leaving_at'][place]:.4f}")
+    Console().print(exits)
     err_console.print(f"report: {escape(str(out))} (and {escape(out.with_suffix('.png').name)})")
 
 
 @cli_command
 def predict(
     checkpoint: str = typer.Argument(..., help="Finetuning run directory, checkpoint file, or converted official checkpoint."),
-    inputs: List[Path] = typer.Argument(..., help=".skeleton, .npy ((T,J,C) one clip, (B,T,J,C) a batch), .npz "
-                                                  "(data [+ lengths]) or .json files."),
+    inputs: Optional[List[Path]] = typer.Argument(None, metavar="[FILE]...", help=".skeleton, .npy ((T,J,C) one clip, (B,T,J,C) a batch), "
+                                                            ".npz (data [+ lengths]) or .json files."),
     top_k: int = typer.Option(5, "--top-k", "-k", min=1, help="How many classes to show per clip."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON: per clip the top-k, all probabilities and logits."),
     raw: bool = typer.Option(False, "--raw", help="Feed the arrays to the model exactly as given: no person "
@@ -144,19 +147,47 @@ def predict(
                                             "visibility): every joint then counts as visible, and the output says so."),
     clips: int = typer.Option(1, "--clips", min=1, help="Average the logits of K deterministic temporal views per clip."),
     early_exit: Optional[float] = typer.Option(None, "--early-exit", metavar="THRESHOLD", help="Run the early-exit "
-                                               "cascade (a checkpoint from `cascade exits fit`): clips whose exit "
-                                               "head is this confident leave after T1. Use the threshold that "
-                                               "`cascade evaluate --early-exit` chose on validation."),
+                                               "cascade (a checkpoint with exit heads): a clip leaves at the first "
+                                               "exit this confident (for --rule patience: where this many exits in "
+                                               "a row agree). Use the threshold `cascade evaluate --early-exit` "
+                                               "chose on validation."),
     exit_rule: ExitRule = ExitRuleOpt,
+    stream: Optional[str] = typer.Option(None, "--stream", metavar="FILE|-", help="Classify a pose stream instead of "
+                                         "files: JSON lines, one frame each (README, 'Live streams'), from FILE or "
+                                         "- (standard input, read live: windows that come due while the model is "
+                                         "busy are skipped and counted). One JSON line per window."),
+    layout: Optional[str] = typer.Option(None, "--layout", metavar="LAYOUT", help="With --stream: the layout of the "
+                                         "stream's joints (coco17, openpose25, mediapipe33, ntu25, ...), mapped to "
+                                         "the checkpoint's \\[default: the checkpoint's own]."),
+    window: int = typer.Option(32, "--window", min=1, help="With --stream: frames per window."),
+    stride: int = typer.Option(4, "--stride", min=1, help="With --stream: frames between the ends of two windows."),
+    detector: Optional[Path] = typer.Option(None, "--detector", metavar="DIR", help="With --stream: add the LOG/ALERT "
+                                            "decision of an anomaly detector fitted on this checkpoint."),
+    strict: bool = typer.Option(False, "--strict", help="With --stream: stop at the first malformed line instead "
+                                "of reporting and skipping it."),
     gpu: Optional[int] = GpuOpt, device: Optional[str] = DeviceOpt,
 ) -> None:
-    """Classify raw skeleton files with a trained model, through the model's own preprocessing.
+    """Classify raw skeleton files, or a live pose stream, with a trained model, through the model's
+    own preprocessing.
 
     Example:  cascade predict runs/ft S001C001P001R001A001.skeleton my_clip.npy --top-k 3
+              my_pose_tool | cascade predict runs/ft --stream - --layout coco17 --image-size 1280 720
     """
     import json
 
+    from cascade_cli.errors import UserError
     from cascade_cli.predict import predict as run_predict
+
+    if stream is not None:
+        if inputs:
+            raise UserError("give input files or --stream, not both")
+        return _predict_stream(checkpoint, stream, layout=layout, window=window, stride=stride, detector=detector,
+                               strict=strict, top_k=top_k, image_size=image_size, without_confidence=without_confidence,
+                               exit_threshold=early_exit, exit_rule=exit_rule.value, device=device_of(gpu, device))
+    if not inputs:
+        raise UserError("give the input files to classify, or --stream FILE|- for a pose stream")
+    if layout or detector or strict:
+        raise UserError("--layout, --detector and --strict go with --stream; `cascade anomaly score` decides on files")
 
     results = run_predict(checkpoint, inputs, top_k=top_k, raw=raw, device=device_of(gpu, device), image_size=image_size,
                           views=clips, without_confidence=without_confidence, exit_threshold=early_exit,
@@ -172,7 +203,49 @@ def predict(
         grid.add_row(escape(Path(r["input"]).name), *(f"{escape(t['class'])} ({100 * t['prob']:.1f} %)" for t in r["top"]))
     Console().print(grid)
     if early_exit is not None:
-        left = sum(r["exit"] == "t1" for r in results)
-        err_console.print(f"early exit: {left} of {len(results)} clip(s) left after T1 ({exit_rule.value} >= {early_exit:g})")
+        left = sum(r["exit"] != "final" for r in results)
+        err_console.print(f"early exit: {left} of {len(results)} clip(s) left early ({exit_rule.value} >= {early_exit:g})")
     if notes := sorted({r["note"] for r in results if "note" in r}):
         err_console.print(f"note: {escape('; '.join(notes))}")
+
+
+def _predict_stream(checkpoint: str, stream: str, *, layout: str | None, window: int, stride: int,
+                    detector: Path | None, strict: bool, device: str | None, **options) -> None:
+    """One JSON line per window on stdout as soon as it is classified; the counts at the end on stderr."""
+    import json
+    import sys
+
+    from cascade_cli.errors import UserError
+    from cascade_cli.inference import load_classifier
+    from cascade_cli.stream.classify import StreamSummary, classify_stream, stream_classifier
+
+    found = None
+    if detector is not None:
+        from cascade_cli.anomaly.detector import open_detector
+
+        found = open_detector(detector)
+        classifier = found.classifier(device)
+        if load_classifier(checkpoint, "cpu").path.resolve() != classifier.path.resolve():
+            raise UserError(f"--detector {detector}: fitted on {classifier.path}, not on {checkpoint}")
+    else:
+        classifier = load_classifier(checkpoint, device)
+    streamer = stream_classifier(classifier, layout=layout, detector=found, **options)
+    if stream == "-":
+        source, live = sys.stdin, True
+    else:
+        path = Path(stream)
+        if not path.is_file():
+            raise UserError(f"--stream {stream}: no such file (use - for standard input)")
+        source, live = path.open(encoding="utf-8-sig"), False
+    summary = StreamSummary()
+    try:
+        for record in classify_stream(streamer, source, window=window, stride=stride, live=live, strict=strict,
+                                      summary=summary):
+            if "malformed" in record:
+                err_console.print(f"skipped line {record['malformed']['line']}: {escape(record['malformed']['error'])}")
+            typer.echo(json.dumps(record), nl=True)
+            sys.stdout.flush()
+    finally:
+        if source is not sys.stdin:
+            source.close()
+    err_console.print(json.dumps(summary.to_dict()["summary"]))

@@ -1,11 +1,12 @@
-"""A real cascade at inference: clips whose exit head after T1 is confident enough leave there, and
-only the others run T2, the fusion and the main head, on a batch compacted to them.
+"""A real cascade at inference: a clip leaves at the first exit head that is sure enough of it, and
+only the clips that stay run the layers after that exit, on a batch compacted to them.
 
-A clip leaves when its exit's confidence reaches the threshold. Two rules measure confidence:
-`max_softmax`, the top probability, and `entropy`, one minus the entropy of the probabilities over
-its maximum log K (1: all mass on one class, 0: uniform), which also counts how the rest of the mass
-is spread. The clips that stay get the full model's logits (T1 runs once for both), so their
-predictions are the full model's.
+Three rules say when a clip leaves (reference early_exit.md):
+- `max_softmax`: the exit's top probability reaches the threshold;
+- `entropy`: one minus the entropy of the exit's probabilities over its maximum log K reaches the
+  threshold (1: all mass on one class, 0: uniform), which also counts how the rest of the mass is spread;
+- `patience` (PABEE): the last p exits, this one included, predict the same class; the threshold is p.
+The clips that stay get the full model's logits, so their predictions are the full model's.
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ from torch import Tensor
 
 from cascade_cli.config import EXIT_RULES
 from cascade_cli.errors import UserError
-from cascade_cli.model.exits import EXIT_AFTER_T1
+
+FINAL = "final"  # where a clip that took no exit leaves: the main head
 
 
 def exit_confidence(logits: Tensor, rule: str = "max_softmax") -> Tensor:
-    """(B, K) exit logits -> (B,) confidence in [0, 1] under `rule` (see the module's docstring)."""
+    """(B, K) exit logits -> (B,) confidence in [0, 1] under a confidence rule (see the docstring)."""
     p = logits.float().softmax(dim=-1)
     if rule == "max_softmax":
         return p.max(dim=-1).values
@@ -31,27 +33,70 @@ def exit_confidence(logits: Tensor, rule: str = "max_softmax") -> Tensor:
     raise UserError(f"exit rule '{rule}': use one of {', '.join(EXIT_RULES)}")
 
 
+def check_rule(rule: str, threshold: float | None = None) -> None:
+    """An unknown rule, or a patience that is not a whole number of exits, fails before any work."""
+    if rule not in EXIT_RULES:
+        raise UserError(f"exit rule '{rule}': use one of {', '.join(EXIT_RULES)}")
+    if rule == "patience" and threshold is not None and (threshold < 1 or threshold != int(threshold)):
+        raise UserError(f"--early-exit {threshold:g} with --rule patience: the number of consecutive exits that "
+                        "must agree, a whole number of at least 1")
+
+
+class LeaveRule:
+    """Decides, exit after exit, which clips of a batch of `size` leave (model.exits.LeaveRule), and
+    records where each left: `left_at`, the index of its exit in the order met, -1 for none.
+    Patience keeps, per clip, the class its last exit predicted and how many exits in a row agreed."""
+
+    def __init__(self, rule: str, threshold: float, size: int, device: torch.device | str = "cpu"):
+        check_rule(rule, threshold)
+        self.rule, self.threshold, self.exits_met = rule, threshold, 0
+        self.left_at = torch.full((size,), -1, dtype=torch.long, device=device)
+        if rule == "patience":
+            self.last = torch.full((size,), -1, dtype=torch.long, device=device)
+            self.streak = torch.zeros(size, dtype=torch.long, device=device)
+
+    def __call__(self, name: str, logits: Tensor, clips: Tensor) -> Tensor:
+        if self.rule == "patience":
+            predicted = logits.argmax(dim=-1)
+            self.streak[clips] = torch.where(predicted == self.last[clips], self.streak[clips] + 1, 1)
+            self.last[clips] = predicted
+            leave = self.streak[clips] >= self.threshold
+        else:
+            leave = exit_confidence(logits, self.rule) >= self.threshold
+        self.left_at[clips[leave]] = self.exits_met
+        self.exits_met += 1
+        return leave
+
+
 def require_exit_head(classifier) -> None:
-    """A clear error for a checkpoint without the exit head the cascade needs."""
-    if EXIT_AFTER_T1 not in getattr(classifier.model, "exits", {}):
+    """A clear error for a checkpoint without the exit heads the cascade needs."""
+    if not len(getattr(classifier.model, "exits", {})):
         raise UserError(f"{classifier.path}: this checkpoint has no exit head; fit one first with "
                         "`cascade exits fit CHECKPOINT --out FILE`")
+
+
+def exit_places(model) -> list[str]:
+    """Where a clip can leave: the model's exits in order, then FINAL."""
+    return [*model.exits.order(model), FINAL]
 
 
 @torch.no_grad()
 def cascade_forward(model, x: Tensor, pad_mask: Tensor | None, threshold: float,
                     rule: str = "max_softmax") -> tuple[Tensor, Tensor, Tensor]:
     """(B, T, J, C) clips -> (B, K) logits, (B, d) pooled features (the main head's input; NaN where
-    the clip left, as they were never computed) and (B,) bool, True where the clip left at the exit
-    after T1. threshold > 1 never exits: the full model for every clip."""
-    tokens = model.t1(x, pad_mask)  # (B, T, d)
-    early = model.exits[EXIT_AFTER_T1](tokens, pad_mask).float()  # (B, K)
-    leave = exit_confidence(early, rule) >= threshold
-    logits = early.clone()
-    pooled = torch.full((len(x), tokens.shape[-1]), float("nan"), device=x.device)
-    stay = (~leave).nonzero(as_tuple=True)[0]
-    if len(stay):  # compaction: only the clips that stay pay for T2, the fusion and the head
-        kept_pad = None if pad_mask is None else pad_mask[stay]
-        pooled[stay] = model.pool(tokens[stay], kept_pad).float()  # (S, d)
-        logits[stay] = model.head(pooled[stay]).float()
-    return logits, pooled, leave
+    the clip left, as they were never computed) and (B,) long, the index in exit_places(model) of
+    where each clip left. A threshold no exit can reach (above 1; for patience, more than the exits)
+    runs the full model for every clip."""
+    rule = LeaveRule(rule, threshold, len(x), x.device)
+    out = model.exits.run(model, x, pad_mask, rule)
+    places = exit_places(model)
+    left_at = torch.where(rule.left_at < 0, len(places) - 1, rule.left_at)
+    logits = torch.empty_like(out.exits[places[0]])  # (B, K)
+    for k, name in enumerate(places[:-1]):
+        if name in out.exits:  # an exit no clip reached had no clip leave at it
+            here = left_at == k
+            logits[here] = out.exits[name][here]
+    logits[out.stayed] = out.logits.float()
+    pooled = torch.full((len(x), model.t1.pos_embedding.shape[-1]), float("nan"), device=x.device)
+    pooled[out.stayed] = out.pooled.float()
+    return logits, pooled, left_at

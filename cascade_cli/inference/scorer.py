@@ -19,7 +19,7 @@ from cascade_cli.data.format import PreparedDataset, open_dataset
 from cascade_cli.data.pipeline import ClipDataset, collate_clips
 from cascade_cli.data.splits import class_subset, protocol_splits
 from cascade_cli.errors import UserError
-from cascade_cli.inference.cascade import cascade_forward, require_exit_head
+from cascade_cli.inference.cascade import cascade_forward, check_rule, exit_places, require_exit_head
 from cascade_cli.inference.classifier import Classifier
 from cascade_cli.inference.inputs import model_input, read_inputs
 from cascade_cli.progress import Reporter
@@ -36,7 +36,7 @@ class Scores:
     labels: np.ndarray  # (N,) int64; -1 where unknown (raw inputs)
     names: list[str]  # clip names of a dataset, or input files (with #i inside batch files)
     views: int = 1
-    exited: np.ndarray | None = None  # (N,) bool with an exit threshold: True where the clip left after T1
+    exits: np.ndarray | None = None  # (N,) str with an exit threshold: the exit each clip left at, or "final"
 
     @property
     def predictions(self) -> np.ndarray:
@@ -48,11 +48,11 @@ def _score(classifier: Classifier, items: Dataset, clips: int, views: int, batch
            reporter: Reporter, exit_threshold: float | None = None, exit_rule: str = "max_softmax"
            ) -> tuple[np.ndarray, ...]:
     """`items` holds each clip as `views` consecutive items -> per-clip (logits, embeddings, labels,
-    exited). With an exit threshold, the cascade (inference.cascade) scores: clips that leave after
-    T1 have NaN embeddings; exited is None without one."""
+    exits). With an exit threshold, the cascade (inference.cascade) scores: clips that leave early
+    have NaN embeddings, and exits names where each left; None without one."""
     model, device = classifier.model, classifier.device
     loader = DataLoader(items, batch_size=batch_size, collate_fn=collate_clips, num_workers=workers)
-    logits, embeddings, labels, exited = [], [], [], []
+    logits, embeddings, labels, left_at = [], [], [], []
     with reporter.track(f"scoring {clips} clips x {views} view(s)", len(items)) as advance:
         for batch in loader:
             x, _, pad, _ = to_device(batch, device)
@@ -60,8 +60,8 @@ def _score(classifier: Classifier, items: Dataset, clips: int, views: int, batch
                 pooled = model.embed(x, pad)  # (B, d)
                 z = model.head(pooled)
             else:
-                z, pooled, left = cascade_forward(model, x, pad, exit_threshold, exit_rule)
-                exited.append(left.cpu())
+                z, pooled, where = cascade_forward(model, x, pad, exit_threshold, exit_rule)
+                left_at.append(where.cpu())
             logits.append(z.float().cpu())
             embeddings.append(pooled.float().cpu())
             labels.append(batch.labels)
@@ -71,7 +71,7 @@ def _score(classifier: Classifier, items: Dataset, clips: int, views: int, batch
         return torch.cat(chunks).reshape(clips, views, -1).mean(1).numpy()
 
     return (per_clip(logits), per_clip(embeddings), torch.cat(labels)[::views].numpy().astype(np.int64),
-            torch.cat(exited).numpy() if exited else None)
+            np.array(exit_places(model))[torch.cat(left_at).numpy()] if left_at else None)
 
 
 def _check_views(classifier: Classifier, views: int) -> None:
@@ -146,14 +146,15 @@ def score_inputs(classifier: Classifier, inputs: Sequence[str | Path], *, raw: b
         raise UserError("--raw inputs are fed as given: there is only one temporal view")
     if exit_threshold is not None:
         require_exit_head(classifier)
+        check_rule(exit_rule, exit_threshold)
         if views > 1:
             raise UserError("--early-exit decides per clip: use it with --clips 1")
     clips = [clip for path in inputs for clip in read_inputs(Path(path), classifier.layout.coords)]
     tensors = [model_input(clip, classifier, raw=raw, image_size=image_size, view=v, views=views,
                            without_confidence=without_confidence) for clip in clips for v in range(views)]
     cfg = classifier.config
-    logits, embeddings, labels, exited = _score(classifier, _InputItems(tensors), len(clips), views,
+    logits, embeddings, labels, exits = _score(classifier, _InputItems(tensors), len(clips), views,
                                                 batch_size or cfg.eval_batch_size, 0,
                                                 reporter or Reporter(quiet=True), exit_threshold, exit_rule)
-    return Scores(logits, embeddings, labels, [clip.source for clip in clips], views, exited)
+    return Scores(logits, embeddings, labels, [clip.source for clip in clips], views, exits)
 

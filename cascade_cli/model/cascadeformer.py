@@ -74,13 +74,16 @@ class T1(nn.Module):
         """x (B, T, J, C), pad_mask (B, T) -> tokens (B, T, d), or with reconstruct=True the decoded
         joints (B, T, J, C): one forward call for the whole pretraining step, as DDP and
         torch.compile wrap forward only."""
+        tokens = self.transformer_encoder(self.embed_frames(x), pad_mask)  # (B, T, d)
+        return self.reconstruct(tokens) if reconstruct else tokens
+
+    def embed_frames(self, x: Tensor) -> Tensor:
+        """x (B, T, J, C) -> the encoder's input tokens (B, T, d): frame features plus positions."""
         T, max_frames = x.shape[1], self.pos_embedding.shape[1]
         if T > max_frames:
             raise ValueError(f"clip of {T} frames is longer than model.max_frames={max_frames}; "
                              "sample fewer frames (data.frames) or build the model with a larger max_frames")
-        tokens = self.features(x) + self.pos_embedding[:, :T]  # (B, T, d)
-        tokens = self.transformer_encoder(tokens, pad_mask)
-        return self.reconstruct(tokens) if reconstruct else tokens
+        return self.features(x) + self.pos_embedding[:, :T]
 
     def reconstruct(self, tokens: Tensor) -> Tensor:
         """tokens (B, T, d) -> joints (B, T, J, C)."""
@@ -163,11 +166,19 @@ class CascadeFormer(nn.Module):
     def pool(self, pretrained: Tensor, pad_mask: Tensor | None = None) -> Tensor:
         """T1's tokens (B, T, d) -> pooled clip embedding (B, d): T2, fusion and the masked mean. Apart
         from embed for callers that also decode T1's tokens (continual learning's reconstruction)."""
-        finetuned = self.t2(pretrained, pad_mask)  # (B, T, d)
+        return self.fuse(pretrained, self.t2(pretrained, pad_mask), pad_mask)
+
+    def fuse(self, pretrained: Tensor, finetuned: Tensor, pad_mask: Tensor | None = None) -> Tensor:
+        """T1's and T2's tokens (B, T, d) -> pooled clip embedding (B, d)."""
         return masked_mean(self.fusion(pretrained, finetuned, pad_mask), pad_mask)
 
-    def forward(self, x: Tensor, pad_mask: Tensor | None = None) -> Tensor:
-        return self.head(self.embed(x, pad_mask))  # (B, K)
+    def forward(self, x: Tensor, pad_mask: Tensor | None = None, with_exits: bool = False):
+        """x (B, T, J, C) -> logits (B, K); with_exits=True -> (logits, {exit name: (B, K) logits}) of
+        the exit heads in `self.exits` (model/exits.py), in one forward call for joint training."""
+        if not with_exits:
+            return self.head(self.embed(x, pad_mask))  # (B, K)
+        out = self.exits.run(self, x, pad_mask)
+        return out.logits, out.exits
 
     def train(self, mode: bool = True) -> CascadeFormer:
         """A fully frozen T1 stays in eval mode: it is then a fixed feature extractor, and dropout

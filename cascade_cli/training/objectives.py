@@ -70,9 +70,20 @@ class FinetuneObjective(Objective):
 
     def loss(self, model, batch, device, generator):
         x, _, pad, labels = to_device(batch, device)
-        logits = model(x, pad).float()
-        loss = F.cross_entropy(logits, labels, label_smoothing=self.cfg.label_smoothing)
-        return loss, {"loss": loss.detach(), "acc": (logits.argmax(-1) == labels).float().mean()}
+        smoothing = self.cfg.label_smoothing
+        if self.cfg.exit_loss_weight > 0:  # exit heads learn beside the main head (finetune.exits)
+            logits, exits = model(x, pad, with_exits=True)
+            exit_loss = torch.stack([F.cross_entropy(z, labels, label_smoothing=smoothing)
+                                     for z in exits.values()]).mean()
+        else:
+            logits, exit_loss = model(x, pad), None
+        logits = logits.float()
+        loss = F.cross_entropy(logits, labels, label_smoothing=smoothing)
+        stats = {"acc": (logits.argmax(-1) == labels).float().mean()}
+        if exit_loss is not None:
+            loss = loss + self.cfg.exit_loss_weight * exit_loss
+            stats["exit_loss"] = exit_loss.detach()
+        return loss, {"loss": loss.detach(), **stats}
 
     def validation_sums(self, model, batch, device, generator):
         x, _, pad, labels = to_device(batch, device)

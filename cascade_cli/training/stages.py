@@ -19,6 +19,7 @@ from cascade_cli.data.pipeline import model_input_shape
 from cascade_cli.data.splits import Splits, run_splits
 from cascade_cli.errors import UserError
 from cascade_cli.model import build_classifier, build_t1, set_t1_trainable
+from cascade_cli.model.exits import add_exits, exit_names
 from cascade_cli.progress import Reporter
 from cascade_cli.runtime import resolve_device
 from cascade_cli.training.distributed import Dist, barrier, init_distributed
@@ -115,6 +116,8 @@ def finetune(cfg: Config, run_dir: str | Path, reporter: Reporter, resume: bool 
     torch.manual_seed(cfg.seed)
     try:
         model = build_classifier(cfg.model, *shape, ds.num_classes)
+        if cfg.finetune.exit_loss_weight > 0:
+            add_exits(model, exit_names(model, cfg.finetune.exits))
         set_t1_trainable(model, cfg.finetune.t1, cfg.finetune.t1_trainable_layers)
     except ValueError as exc:
         raise _model_error(exc) from None
