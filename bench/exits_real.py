@@ -5,7 +5,9 @@ The classifiers are the `known` runs of bench/anomaly_real.py (the demo preset's
 every class, the dataset's first protocol), trained here first if that bench has not run. With the
 exit after T1 each is reported three ways: top probability with at most half a point lost on
 validation, entropy likewise, and top probability within 60 % of the full model's GFLOPs; with an
-exit after every layer, by top probability and by patience, at most half a point lost.
+exit after every layer, by top probability and by patience, at most half a point lost; likewise for
+exits after every layer trained jointly with the classifier (the same pretrained T1 finetuned again
+with finetune.exit_loss_weight 0.5; its full model is that new run's).
 
     python bench/exits_real.py [--datasets penn nucla] [--out bench_out/exits]
 """
@@ -56,6 +58,12 @@ def main() -> None:
             dataset = open_dataset(classifier.config.data.path)
             for rule, choice in choices:
                 rows.append(report_row(name, places, classifier, dataset, rule, choice, fit_s, args.out))
+        started = time.perf_counter()
+        joint = jointly_trained(finetuned.parent)
+        classifier, train_s = load_classifier(joint), time.perf_counter() - started
+        for rule, choice in CHOICES["layers"]:
+            rows.append(report_row(name, "joint", classifier, open_dataset(classifier.config.data.path), rule, choice,
+                                   train_s, args.out))
     print_table("early exits, test split (threshold chosen on validation)", rows, [
         ("dataset", "dataset", ""), ("exits", "exits", ""), ("choice", "choice", ""), ("threshold", "thr", ".3f"),
         ("leave", "leave %", ".1f"), ("full", "top1 full", ".2f"), ("early", "top1 exit", ".2f"),
@@ -63,6 +71,19 @@ def main() -> None:
         ("cps_early", "clips/s exit", ".0f"), ("ms_full", "b1 ms full", ".2f"), ("ms_early", "b1 ms exit", ".2f"),
         ("p95_early", "b1 p95 exit", ".2f"), ("speedup", "b1 speed-up", ".2f"), ("ece_exit", "ECE 1st exit", ".3f"),
         ("ece_full", "ECE full", ".3f"), ("wall_s", "wall s", ".1f")])
+
+
+def jointly_trained(run: Path) -> Path:
+    """The same pretrained T1 finetuned again, with an exit after every layer trained beside the main
+    head (finetune.exit_loss_weight 0.5)."""
+    joint = run / "finetune_joint_exits"
+    if not (joint / "checkpoints" / "best.safetensors").is_file():
+        if joint.is_dir():  # a run stopped part-way resumes as its run directory records
+            lifecycle.finetune(joint, resume=True)
+        else:
+            lifecycle.finetune(joint, pretrained=run / "pretrain",
+                               overrides=["finetune.exit_loss_weight=0.5", "finetune.exits=layers"])
+    return joint
 
 
 def report_row(name: str, places: str, classifier, dataset, rule: str, choice: dict, fit_s: float, out: Path) -> dict:

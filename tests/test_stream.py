@@ -136,3 +136,18 @@ def test_predict_stream_from_stdin_and_from_a_file(run, clip, tmp_path):
     assert both.exit_code != 0 and "not both" in both.output
     missing = runner.invoke(app, ["predict", str(run), "--stream", str(tmp_path / "nope.jsonl")])
     assert missing.exit_code != 0 and "no such file" in missing.output and "Traceback" not in missing.output
+
+
+def test_the_readme_example_stream_reads_as_coco17_for_a_penn_model():
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[1] / "examples" / "pose_stream_coco17.jsonl"
+    items = list(read_frames(example.read_text().splitlines(), COCO17.num_joints, COCO17.coords))
+    assert len(items) == 40 and all(not isinstance(frame, Exception) for _, frame in items)
+    assert len(items[20][1].persons) == 0  # the frame where nobody was seen
+    streamer = StreamClassifier(None, COCO17, joint_map("coco17", PENN13))
+    window = list(windows(iter(items), window=32, stride=4))[0]
+    clip = streamer.window_clip(window)
+    assert clip.frames.shape == (32, 1, 13, 2) and clip.confidence[20].max() == 0.0
+    # The left ear is never seen (score 0): Penn's head is the mean of the nose, the eyes and the right ear.
+    np.testing.assert_allclose(clip.frames[0, 0, 0], [(640 + 650 + 630 + 618) / 4, (200 + 190 + 190 + 196) / 4])
