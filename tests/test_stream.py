@@ -151,3 +151,48 @@ def test_the_readme_example_stream_reads_as_coco17_for_a_penn_model():
     assert clip.frames.shape == (32, 1, 13, 2) and clip.confidence[20].max() == 0.0
     # The left ear is never seen (score 0): Penn's head is the mean of the nose, the eyes and the right ear.
     np.testing.assert_allclose(clip.frames[0, 0, 0], [(640 + 650 + 630 + 618) / 4, (200 + 190 + 190 + 196) / 4])
+
+
+@pytest.mark.parametrize("layout, line_of, target", [
+    ("coco17", lambda p: {"keypoints": [p.tolist()]}, "penn13"),  # YOLO pose
+    ("openpose25", lambda p: {"people": [{"pose_keypoints_2d": p.ravel().tolist()}]}, "penn13"),  # OpenPose
+    ("mediapipe33", lambda p: [[dict(zip(("x", "y", "z", "visibility"), j)) for j in p.tolist()]], "penn13"),
+    ("ntu25", lambda p: {"skeletons": [p.tolist()], "t": 0.1}, "kinect_v1_20"),  # a Kinect v2 with scores
+])
+def test_every_estimator_layout_streams_into_a_model_layout(layout, line_of, target):
+    from cascade_cli.layouts import LAYOUTS
+
+    source, goal = LAYOUTS[layout], LAYOUTS[target]
+    J, C = source.num_joints, source.coords
+    person = np.concatenate([np.arange(J)[:, None] + 100 * np.arange(C)[None], np.ones((J, 1))], axis=1)
+    (lineno, frame), = read_frames([json.dumps(line_of(person))], J, C)
+    assert frame.persons.shape == (1, J, C) and frame.confidence.shape == (1, J)
+    mapping = joint_map(layout, goal)
+    clip = StreamClassifier(None, source, mapping).window_clip(Window(1, 1, [frame], 0.0))
+    assert clip.frames.shape == (1, 1, goal.num_joints, goal.coords)
+    # Each model joint holds the stream joint(s) the mapping names (x is the source index), unchanged.
+    np.testing.assert_allclose(clip.frames[0, 0, :, 0], [np.mean(joints) for joints in mapping.sources])
+    np.testing.assert_allclose(clip.frames[0, 0, :, 1], [100 + np.mean(joints) for joints in mapping.sources])
+
+
+def test_a_stream_through_the_cascade_and_a_detector(run, clip, tmp_path):
+    from cascade_cli.anomaly.alerts import tune
+    from cascade_cli.anomaly.detector import fit_detector
+    from cascade_cli.exits.fit import fit_exit_heads
+
+    checkpoint = fit_exit_heads(run, tmp_path / "exits.safetensors")
+    detector = fit_detector(checkpoint, tmp_path / "detector", abnormal="wave")
+    tune(detector, rule="single:energy")
+    streamer = stream_classifier(load_classifier(checkpoint), exit_threshold=0.0, detector=detector)
+    records = list(classify_stream(streamer, _lines(clip[:16]), window=8, stride=8))
+    assert [r["window"] for r in records] == [[1, 8], [9, 16]]
+    assert all(r["exit"] == "t1" and r["decision"] in ("LOG", "ALERT") for r in records)
+    runner = CliRunner()
+    text = "\n".join(_lines(clip[:16])) + "\n"
+    cli = runner.invoke(app, ["predict", str(checkpoint), "--stream", "-", "--window", "16", "--detector",
+                              str(tmp_path / "detector")], input=text)
+    assert cli.exit_code == 0, cli.output
+    assert json.loads(cli.stdout.splitlines()[-1])["decision"] in ("LOG", "ALERT")
+    other = runner.invoke(app, ["predict", str(run), "--stream", "-", "--detector", str(tmp_path / "detector")],
+                          input=text)
+    assert other.exit_code != 0 and "fitted on" in other.output and "Traceback" not in other.output
