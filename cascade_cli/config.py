@@ -80,8 +80,9 @@ class DataConfig:
     # instead of drawing a fresh one each epoch.
     frozen_augmentation: bool = False
     # What the model sees per frame (paper Table 8): joint positions; bone vectors child - parent;
-    # both ends of every bone as two pseudo-joints; or each bone's slope and intercept.
-    representation: Literal["joints", "bone_sub", "bone_concat", "bone_param"] = "joints"
+    # both ends of every bone as two pseudo-joints; or each bone's slope and intercept. Also the
+    # motion streams of multi-stream ensembles: joint or bone (bone_sub) differences of consecutive frames.
+    representation: Literal["joints", "bone_sub", "bone_concat", "bone_param", "joint_motion", "bone_motion"] = "joints"
     # bone_param divides by dx: "sign" keeps the slope's sign (|dx| >= 1e-6); "official" clamps dx
     # to >= 1e-6 like the official code, which flips every bone pointing in -x (Table 8 quirk).
     bone_param_clamp: Literal["sign", "official"] = "sign"

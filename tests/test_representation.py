@@ -111,3 +111,28 @@ def test_repeat_and_frozen_augmentation(tiny_dataset):
     frozen.set_epoch(7)
     assert all(np.array_equal(a, frozen[k][0]) for k, a in enumerate(first))
     assert not np.allclose(first[0], first[2])  # copies still differ from each other
+
+
+def test_motion_streams_on_a_hand_made_clip():
+    # Three frames of three joints in 2-D; joint 2 moves right by 1 then up by 2.
+    x = np.array([[[0, 0], [1, 0], [1, 1]], [[0, 0], [1, 0], [2, 1]], [[0, 0], [1, 0], [2, 3]]], np.float32)
+    joint_motion = represent(x, "joint_motion", BONES)
+    np.testing.assert_array_equal(joint_motion[:, 2], [[1, 0], [0, 2], [0, 0]])  # the last frame has no next
+    assert not joint_motion[:, :2].any()  # still joints do not move
+    # Bone 1 (joint 2 - joint 1) turns from (0, 1) to (1, 1) to (1, 3).
+    np.testing.assert_array_equal(represent(x, "bone_motion", BONES)[:, 1], [[1, 0], [0, 2], [0, 0]])
+    assert output_shape("joint_motion", 3, 2, 2) == (3, 2) and output_shape("bone_motion", 3, 2, 3) == (2, 3)
+    # With persons (T, P, J, C), motion runs along time only, each person on its own.
+    two = np.stack([x, x + 5], axis=1)
+    np.testing.assert_array_equal(represent(two, "joint_motion", BONES)[:, 1], joint_motion)
+
+
+def test_motion_streams_through_the_pipeline_keep_each_clip_to_itself():
+    from cascade_cli.data.pipeline import transform_clip
+
+    rng = np.random.default_rng(0)
+    clip = rng.normal(size=(7, 1, 3, 2)).astype(np.float32)  # (L, M, J, C)
+    cfg = DataConfig(frames=0, center_joint=-1, normalize="none", representation="joint_motion")
+    x = transform_clip(clip, None, cfg, BONES, None)  # (T, P*J, C), evaluation
+    np.testing.assert_allclose(x[:-1], (clip[1:, 0] - clip[:-1, 0]), atol=1e-6)
+    assert not x[-1].any() and x.shape == (7, 3, 2)

@@ -10,6 +10,13 @@ as in the official code.
     bone_concat   (T, 2B, C)                      child and parent as two pseudo-joints, bone-major
     bone_param    (T, B, 2(C-1))                  per non-x axis k: slope m_k = dk/dx, intercept
                                                   n_k = child_k - m_k * child_x (2-D: m, n)
+    joint_motion  (T, J, C)                       x[t+1] - x[t], zero at the last frame
+    bone_motion   (T, B, C)                       the same of bone_sub
+
+The motion streams are the field's third and fourth input streams (after joints and bones), which
+multi-stream ensembles fuse. As in the field's code they are plain differences of consecutive frames
+of the clip as the model sees it (after sampling), the last frame's set to zero so that a clip keeps
+its length, and no frame of another clip or of padding enters them.
 """
 
 from __future__ import annotations
@@ -22,7 +29,8 @@ SLOPE_LIMIT, INTERCEPT_LIMIT, MIN_DX = 10.0, 1000.0, 1e-6
 def output_shape(representation: str, num_joints: int, num_bones: int, coords: int) -> tuple[int, int]:
     """(joints, channels) per person that `represent` produces."""
     return {"joints": (num_joints, coords), "bone_sub": (num_bones, coords),
-            "bone_concat": (2 * num_bones, coords), "bone_param": (num_bones, 2 * (coords - 1))}[representation]
+            "bone_concat": (2 * num_bones, coords), "bone_param": (num_bones, 2 * (coords - 1)),
+            "joint_motion": (num_joints, coords), "bone_motion": (num_bones, coords)}[representation]
 
 
 def bone_parameters(child: np.ndarray, parent: np.ndarray, clamp: str) -> np.ndarray:
@@ -46,13 +54,24 @@ def bone_parameters(child: np.ndarray, parent: np.ndarray, clamp: str) -> np.nda
     return np.stack(out, axis=-1).astype(np.float32)
 
 
+def motion(x: np.ndarray) -> np.ndarray:
+    """(T, ...) -> (T, ...): x[t+1] - x[t], and zero at the last frame."""
+    moved = np.zeros_like(x)
+    moved[:-1] = x[1:] - x[:-1]
+    return moved
+
+
 def represent(x: np.ndarray, representation: str, bones: np.ndarray, clamp: str = "sign") -> np.ndarray:
-    """x (..., J, C) joints -> (..., J', C') in the chosen representation; bones (B, 2) child, parent."""
+    """x (T, ..., J, C) joints -> (T, ..., J', C') in the chosen representation; bones (B, 2) child, parent."""
     if representation == "joints":
         return x
-    child, parent = x[..., bones[:, 0], :], x[..., bones[:, 1], :]  # (..., B, C)
+    if representation == "joint_motion":
+        return motion(x)
+    child, parent = x[..., bones[:, 0], :], x[..., bones[:, 1], :]  # (T, ..., B, C)
     if representation == "bone_sub":
         return child - parent
+    if representation == "bone_motion":
+        return motion(child - parent)
     if representation == "bone_concat":
         return np.stack([child, parent], axis=-2).reshape(*x.shape[:-2], 2 * len(bones), x.shape[-1])
     if representation == "bone_param":
