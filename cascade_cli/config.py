@@ -67,6 +67,11 @@ class DataConfig:
     rotate_axes: Literal["xyz", "xy"] = "xyz"
     # Random isotropic scale in [1 - scale, 1 + scale]; training only.
     scale: float = field(default=0.0, metadata=_range(0.0, 0.9))
+    # Mirror a training clip with this probability: x reflected about the mean x of its seen joints,
+    # left and right joints swapped by name (the layout's). eval_flip adds the mirror of every
+    # evaluation view and averages the logits of both (test-time flip).
+    flip: float = field(default=0.0, metadata=_range(0.0, 1.0))
+    eval_flip: bool = False
     # Coordinate normalisation: none; per-axis min-max of the clip to [-1, 1] (official N-UCLA);
     # image size to [-1, 1] (needs per-clip width/height, as Penn Action has).
     normalize: Literal["none", "minmax", "image"] = "none"

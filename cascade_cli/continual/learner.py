@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -96,7 +96,8 @@ class Learner:
         self.buffer = ReservoirBuffer(self.c.buffer, cfg.data.frames, self.shape, dataset.num_classes,
                                       compression=compression, seed=cfg.seed)
         self.train_items = ClipDataset(dataset, np.arange(dataset.num_clips), cfg.data, train=True, seed=cfg.seed)
-        self.plain_items = ClipDataset(dataset, np.arange(dataset.num_clips), cfg.data, train=False, seed=cfg.seed)
+        self.plain_items = ClipDataset(dataset, np.arange(dataset.num_clips), replace(cfg.data, eval_flip=False),
+                                       train=False, seed=cfg.seed)  # one plain view per clip
 
     # -- steps ------------------------------------------------------------------------------------
     def _batch(self, clips: np.ndarray, augmented: bool) -> tuple[torch.Tensor, torch.Tensor]:

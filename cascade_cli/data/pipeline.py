@@ -134,6 +134,32 @@ def augment(x: np.ndarray, cfg: DataConfig, rng: np.random.Generator) -> np.ndar
     return x
 
 
+def mirror(clip: np.ndarray, order: Sequence[int]) -> np.ndarray:
+    """[L, M, J, C] -> the clip seen in a mirror: x reflected about the mean x of its seen joints (a
+    joint all zeros is missing and stays so), joint k taking the place of joint order[k] (the
+    layout's `mirrored()`: left and right swap)."""
+    if sorted(order) != list(range(clip.shape[-2])):
+        raise ValueError(f"mirror: {list(order)} is not a permutation of the clip's {clip.shape[-2]} joints")
+    seen = (clip != 0).any(axis=-1)  # (L, M, J)
+    if not seen.any():
+        return clip
+    x = clip[..., 0]
+    mirrored = clip.copy()
+    mirrored[..., 0] = np.where(seen, 2 * x[seen].mean() - x, 0.0)
+    return mirrored[..., list(order), :]
+
+
+def mirror_order(layout, cfg: DataConfig, source: str) -> tuple[int, ...]:
+    """The layout's mirror permutation when data.flip or data.eval_flip asks for one, else ()."""
+    if cfg.flip == 0 and not cfg.eval_flip:
+        return ()
+    order = layout.mirrored()
+    if not order:
+        raise UserError(f"data.flip / data.eval_flip: layout {layout.name} of {source} has no joint names that "
+                        "say left or right (left_*/right_*, L*/R*, *Left/*Right), so its mirror cannot be told")
+    return order
+
+
 def normalize(x: np.ndarray, how: str, image_size: tuple[float, float] | None) -> np.ndarray:
     """minmax: each axis of the clip mapped to [-1, 1] over all its points (official N-UCLA; it also
     cancels translation and scale). image: pixels divided by the image width/height to [-1, 1]."""
@@ -210,14 +236,16 @@ class ClipDataset(Dataset):
         if views < 1 or (train and views > 1):
             raise ValueError(f"views={views}: one or more, and temporal views are for evaluation only")
         self.copies, self.views = (cfg.repeat if train else 1), views
+        self.flips = 2 if cfg.eval_flip and not train else 1  # each evaluation view, and its mirror
         self.bones = np.asarray(layout.bones, dtype=np.int64).reshape(-1, 2)
+        self.mirror = mirror_order(layout, cfg, str(dataset.path))
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return len(self.indices) * self.copies * self.views
+        return len(self.indices) * self.copies * self.views * self.flips
 
     def __getitem__(self, k: int) -> tuple[torch.Tensor, int]:
         rng, view = None, 0
@@ -225,29 +253,38 @@ class ClipDataset(Dataset):
             copy, position = divmod(k, len(self.indices))
             epoch = 0 if self.cfg.frozen_augmentation else self.epoch
             rng = np.random.default_rng([self.seed, epoch, copy, int(self.indices[position])])
-        else:
-            position, view = divmod(k, self.views)
+        flipped = False
+        if not self.train:
+            position, view = divmod(k, self.views * self.flips)
+            flipped, view = view >= self.views, view % self.views
         clip_index = int(self.indices[position])
-        x = self.transform(clip_index, rng, view)
+        x = self.transform(clip_index, rng, view, flipped)
         return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), int(self.dataset.labels[clip_index])
 
-    def transform(self, clip_index: int, rng: np.random.Generator | None, view: int = 0) -> np.ndarray:
+    def transform(self, clip_index: int, rng: np.random.Generator | None, view: int = 0,
+                  flipped: bool = False) -> np.ndarray:
         ds = self.dataset
         size = None
         if self.cfg.normalize == "image":
             size = (float(ds.meta("width")[clip_index]), float(ds.meta("height")[clip_index]))
         return transform_clip(ds.clip(clip_index), ds.clip_confidence(clip_index), self.cfg, self.bones, rng, size,
-                              view, self.views)
+                              view, self.views, self.mirror, flipped)
 
 
 def transform_clip(clip: np.ndarray, confidence: np.ndarray | None, cfg: DataConfig, bones: np.ndarray,
                    rng: np.random.Generator | None, image_size: tuple[float, float] | None = None,
-                   view: int = 0, views: int = 1) -> np.ndarray:
+                   view: int = 0, views: int = 1, mirror_joints: Sequence[int] = (),
+                   flipped: bool = False) -> np.ndarray:
     """[L, M, J, C] raw clip -> [T, P*J', C'] model input; rng None = evaluation (deterministic, view
-    number `view` of `views` temporal views). Shared by training, evaluation and `cascade predict`,
-    so a checkpoint sees new inputs exactly as it saw its test split."""
+    number `view` of `views` temporal views, mirrored if `flipped`). Shared by training, evaluation
+    and `cascade predict`, so a checkpoint sees new inputs exactly as it saw its test split.
+    mirror_joints: the layout's mirror permutation, needed with data.flip or flipped."""
     if confidence is not None and cfg.invisible == "zero":
         clip = np.where((confidence > cfg.min_confidence)[..., None], clip, 0.0).astype(np.float32)
+    # The coin comes from a child generator: the clip's own random stream (crops, scales) is the same
+    # flipped or not, and recipes without flipping keep theirs.
+    if flipped or (rng is not None and cfg.flip > 0 and rng.spawn(1)[0].random() < cfg.flip):
+        clip = mirror(clip, mirror_joints)
     x = select_persons(clip, cfg.person)  # (L, P, J, C)
     if cfg.center_joint >= 0:
         x = center(x, cfg.center_joint)

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cascade_cli.data.pipeline import resolve_center, transform_clip
+from cascade_cli.data.pipeline import mirror_order, resolve_center, transform_clip
 from cascade_cli.data.prepare import Rejected
 from cascade_cli.data.readers import as_float, load_json
 from cascade_cli.data.registry import NTU60
@@ -103,7 +103,7 @@ def _check_layout(clip: InputClip, layout: Layout) -> None:
 
 def model_input(clip: InputClip, classifier: Classifier, *, raw: bool = False,
                 image_size: tuple[float, float] | None = None, view: int = 0, views: int = 1,
-                without_confidence: bool = False) -> torch.Tensor:
+                without_confidence: bool = False, flipped: bool = False) -> torch.Tensor:
     """One clip -> (T, J', C') float32 model input, as the checkpoint's test split was fed.
 
     A clip without the confidence channel the model's pipeline uses (Penn Action's visibility) is
@@ -137,7 +137,8 @@ def model_input(clip: InputClip, classifier: Classifier, *, raw: bool = False,
         frames = frames[:, :max(persons, 1)] if cfg.data.person == "both" else frames
         bones = np.asarray(layout.bones, dtype=np.int64).reshape(-1, 2)
         data_cfg = resolve_center(cfg.data, layout, str(classifier.path))
-        x = transform_clip(frames, confidence, data_cfg, bones, None, image_size, view, views)
+        x = transform_clip(frames, confidence, data_cfg, bones, None, image_size, view, views,
+                           mirror_order(layout, cfg.data, str(classifier.path)), flipped)
     if len(x) > cfg.model.max_frames:
         raise UserError(f"{clip.source}: {len(x)} frames, longer than the model's {cfg.model.max_frames}")
     return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))

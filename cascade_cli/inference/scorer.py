@@ -47,8 +47,8 @@ class Scores:
 def _score(classifier: Classifier, items: Dataset, clips: int, views: int, batch_size: int, workers: int,
            reporter: Reporter, exit_threshold: float | None = None, exit_rule: str = "max_softmax"
            ) -> tuple[np.ndarray, ...]:
-    """`items` holds each clip as `views` consecutive items -> per-clip (logits, embeddings, labels,
-    exits). With an exit threshold, the cascade (inference.cascade) scores: clips that leave early
+    """`items` holds each clip as consecutive items (its `views`, and their mirrors with
+    data.eval_flip) -> per-clip (logits, embeddings, labels, exits), the views' means. With an exit threshold, the cascade (inference.cascade) scores: clips that leave early
     have NaN embeddings, and exits names where each left; None without one."""
     model, device = classifier.model, classifier.device
     loader = DataLoader(items, batch_size=batch_size, collate_fn=collate_clips, num_workers=workers)
@@ -67,10 +67,12 @@ def _score(classifier: Classifier, items: Dataset, clips: int, views: int, batch
             labels.append(batch.labels)
             advance(len(batch.labels))
 
-    def per_clip(chunks: list[torch.Tensor]) -> np.ndarray:
-        return torch.cat(chunks).reshape(clips, views, -1).mean(1).numpy()
+    per = len(items) // clips  # the temporal views, and their mirrors with data.eval_flip
 
-    return (per_clip(logits), per_clip(embeddings), torch.cat(labels)[::views].numpy().astype(np.int64),
+    def per_clip(chunks: list[torch.Tensor]) -> np.ndarray:
+        return torch.cat(chunks).reshape(clips, per, -1).mean(1).numpy()
+
+    return (per_clip(logits), per_clip(embeddings), torch.cat(labels)[::per].numpy().astype(np.int64),
             np.array(exit_places(model))[torch.cat(left_at).numpy()] if left_at else None)
 
 
@@ -82,11 +84,19 @@ def _check_views(classifier: Classifier, views: int) -> None:
                         "so there is only one temporal view; use --clips 1")
 
 
+def refuse_flip_views(classifier: Classifier) -> None:
+    """Early exits decide clip by clip on one view; a run evaluated with test-time flips averages two."""
+    if classifier.config.data.eval_flip:
+        raise UserError(f"{classifier.path}: the run evaluates with data.eval_flip (each clip and its mirror, "
+                        "averaged), but early exits decide on one view per clip; use a run without it")
+
+
 def device_batches(classifier: Classifier, dataset: PreparedDataset, indices: Sequence[int],
                    batch_size: int) -> list:
     """The clips `indices`, transformed as at test time, as collated batches on the classifier's
     device, all prepared up front: for callers that run the model on them more than once or time
     the model alone (early exits)."""
+    refuse_flip_views(classifier)
     items = ClipDataset(dataset, np.asarray(indices, dtype=np.int64), classifier.config.data, train=False, seed=0)
     return [to_device(collate_clips([items[i] for i in range(start, min(start + batch_size, len(items)))]),
                       classifier.device) for start in range(0, len(items), batch_size)]
@@ -147,11 +157,14 @@ def score_inputs(classifier: Classifier, inputs: Sequence[str | Path], *, raw: b
     if exit_threshold is not None:
         require_exit_head(classifier)
         check_rule(exit_rule, exit_threshold)
+        refuse_flip_views(classifier)
         if views > 1:
             raise UserError("--early-exit decides per clip: use it with --clips 1")
     clips = [clip for path in inputs for clip in read_inputs(Path(path), classifier.layout.coords)]
+    flips = (False, True) if classifier.config.data.eval_flip and not raw else (False,)
     tensors = [model_input(clip, classifier, raw=raw, image_size=image_size, view=v, views=views,
-                           without_confidence=without_confidence) for clip in clips for v in range(views)]
+                           without_confidence=without_confidence, flipped=flipped)
+               for clip in clips for flipped in flips for v in range(views)]
     cfg = classifier.config
     logits, embeddings, labels, exits = _score(classifier, _InputItems(tensors), len(clips), views,
                                                 batch_size or cfg.eval_batch_size, 0,

@@ -60,6 +60,18 @@ class Layout:
                       tuple((new_index[c], new_index[p]) for c, p in self.bones), self.coords,
                       None if self.center is None else new_index[self.center])
 
+    def mirrored(self) -> tuple[int, ...]:
+        """Joint k of the mirror image is joint mirrored()[k]: left and right joints swap, by their names
+        (left_*/right_*, L*/R*, *_left/*_right, *Left/*Right); the others stay. Empty when no joint
+        name says left or right, as a mirror of such a layout cannot be told."""
+        index = {name: j for j, name in enumerate(self.joint_names)}
+        order, paired = list(range(self.num_joints)), False
+        for j, name in enumerate(self.joint_names):
+            other = _other_side(name)
+            if other is not None and other in index:
+                order[j], paired = index[other], True
+        return tuple(order) if paired else ()
+
     def to_dict(self) -> dict:
         data = {"name": self.name, "joint_names": list(self.joint_names),
                 "bones": [list(bone) for bone in self.bones], "coords": self.coords}
@@ -71,6 +83,24 @@ class Layout:
         return cls(name=str(data["name"]), joint_names=tuple(str(n) for n in data["joint_names"]),
                    bones=tuple((int(c), int(p)) for c, p in data["bones"]), coords=int(data["coords"]),
                    center=None if center is None else int(center))
+
+
+_SIDES = (("left_", "right_", "prefix"), ("Left", "Right", "prefix"), ("L", "R", "prefix"),
+          ("_left", "_right", "suffix"), ("Left", "Right", "suffix"))
+
+
+def _other_side(name: str) -> str | None:
+    """The name of the joint on the other side of the body, e.g. LShoulder -> RShoulder; None if the
+    name says no side."""
+    for left, right, where in _SIDES:
+        for mine, theirs in ((left, right), (right, left)):
+            if where == "prefix" and name.startswith(mine) and len(name) > len(mine):
+                rest = name[len(mine):]
+                if len(mine) > 1 or rest[0].isupper():  # L/R alone only before a capital: LShoulder, not Leg
+                    return theirs + rest
+            if where == "suffix" and name.endswith(mine) and len(name) > len(mine):
+                return name[:-len(mine)] + theirs
+    return None
 
 
 def _builtin(name: str) -> Layout:

@@ -20,6 +20,7 @@ from cascade_cli.errors import UserError
 from cascade_cli.inference import Classifier
 from cascade_cli.inference.cascade import cascade_forward, check_rule, exit_places, require_exit_head
 from cascade_cli.inference.inputs import InputClip, model_input
+from cascade_cli.inference.scorer import refuse_flip_views
 from cascade_cli.layouts import Layout, get_layout
 from cascade_cli.layouts.mapping import JointMap, joint_map
 from cascade_cli.predict import top_classes
@@ -82,13 +83,16 @@ class StreamClassifier:
     def classify(self, window: Window) -> dict:
         """One window -> {"window": [first, last], "top": [...], "exit", "decision", ..., "latency_ms"}."""
         classifier = self.classifier
-        x = model_input(self.window_clip(window), classifier, image_size=self.image_size,
-                        without_confidence=self.without_confidence)[None].to(classifier.device)  # (1, T, J, C)
+        clip = self.window_clip(window)
+        flips = (False, True) if classifier.config.data.eval_flip else (False,)  # the run's test-time views
+        x = torch.stack([model_input(clip, classifier, image_size=self.image_size, flipped=flipped,
+                                     without_confidence=self.without_confidence) for flipped in flips])
+        x = x.to(classifier.device)  # (views, T, J, C)
         model = classifier.model
         record: dict = {"window": [window.first, window.last]}
-        if self.exit_threshold is None:
+        if self.exit_threshold is None:  # logits and features averaged over the views, as the scorer does
             pooled = model.embed(x)
-            logits = model.head(pooled)
+            logits, pooled = model.head(pooled).mean(0, keepdim=True), pooled.mean(0, keepdim=True)
         else:
             logits, pooled, at = cascade_forward(model, x, None, self.exit_threshold, self.exit_rule)
             record["exit"] = exit_places(model)[int(at[0])]
@@ -120,6 +124,7 @@ def stream_classifier(classifier: Classifier, *, layout: str | None = None, top_
     if exit_threshold is not None:
         require_exit_head(classifier)
         check_rule(exit_rule, exit_threshold)
+        refuse_flip_views(classifier)
     if detector is not None:
         from cascade_cli.anomaly.alerts import check_early_exit, load_policy
 

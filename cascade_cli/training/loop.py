@@ -93,7 +93,9 @@ def make_loader(ds: PreparedDataset, indices: np.ndarray, cfg: Config, *, train:
                 epoch: int = 0, ctx: Dist = Dist(), pin_memory: bool = False) -> DataLoader:
     """Batches of `batch_size` items (the global batch; each rank loads its share), in a seeded order
     for training and, with bucketing, of similar lengths so little compute goes to padding."""
-    items = ClipDataset(ds, indices, cfg.data, train=train, seed=cfg.seed)
+    # Validation selects on each clip's plain view: test-time flips (data.eval_flip) are for evaluation.
+    items = ClipDataset(ds, indices, cfg.data if train else replace(cfg.data, eval_flip=False), train=train,
+                        seed=cfg.seed)
     items.set_epoch(epoch)
     sampler = LengthBucketSampler(item_lengths(items), batch_size, seed=cfg.seed,
                                   max_frames_per_batch=cfg.data.max_frames_per_batch if train else 0,
