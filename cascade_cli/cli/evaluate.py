@@ -43,6 +43,9 @@ def evaluate(
                                            "GFLOPs per clip allowed, as a fraction of the full model's (e.g. 0.6); "
                                            "the best validation top-1 within it is chosen."),
     exit_rule: ExitRule = ExitRuleOpt,
+    ensemble: bool = typer.Option(False, "--ensemble", help="Fuse the runs (e.g. joint, bone and motion streams) "
+                                  "into one classifier: a weighted sum of their probabilities, the weights "
+                                  "chosen on the shared validation split; writes eval_test_ensemble.json."),
     gpu: Optional[int] = GpuOpt, device: Optional[str] = DeviceOpt, quiet: bool = QuietOpt,
 ) -> None:
     """Top-1, top-5 and class-mean accuracy of a finetuned model on the test split, as tables and JSON.
@@ -51,6 +54,7 @@ def evaluate(
 
     Example:  cascade evaluate runs/ft --per-class-breakdown
               cascade evaluate runs/ft-seed1 runs/ft-seed2 runs/ft-seed3
+              cascade evaluate runs/joints runs/bone_motion --ensemble
     """
     import json
 
@@ -59,6 +63,12 @@ def evaluate(
     from cascade_cli.evaluate import evaluate as run_evaluate
 
     dev = device_of(gpu, device)
+    if ensemble:
+        if early_exit or breakdown or clips != 1 or save_scores or split.value != "test":
+            from cascade_cli.errors import UserError
+            raise UserError("--ensemble reports on the test split with each run's own views: it does not combine "
+                            "with --early-exit, --split, --clips, --per-class-breakdown or --save-scores")
+        return _ensemble(checkpoints, batch_size, out, dev, quiet)
     if early_exit:
         if breakdown or clips != 1 or save_scores or split.value != "test":
             from cascade_cli.errors import UserError
@@ -90,6 +100,25 @@ def evaluate(
         typer.echo(f"top1 {100 * report['top1']:.2f}  top5 {100 * report['top5']:.2f}  macro {100 * report['macro']:.2f}")
         return
     print_report(report, console)
+
+
+def _ensemble(checkpoints: list[str], batch_size: int | None, out: Path | None, device: str | None,
+              quiet: bool) -> None:
+    from cascade_cli.ensemble import ensemble_report
+
+    r = ensemble_report(checkpoints, device=device, batch_size=batch_size, out=out)
+    if quiet:
+        typer.echo(f"top1 {100 * r['top1']:.2f}  top5 {100 * r['top5']:.2f}  macro {100 * r['macro']:.2f}")
+        return
+    grid = Table(title=f"{r['dataset']} / {r['protocol']} / test: ensemble of {len(r['ensemble'])} runs, "
+                       "weights chosen on val")
+    for column in ("run", "input", "weight", "val top-1 %", "test top-1 %"):
+        grid.add_column(column, justify="left" if column in ("run", "input") else "right")
+    for run in r["ensemble"]:
+        grid.add_row(escape(run["checkpoint"]), run["representation"], f"{run['weight']:.2f}",
+                     f"{100 * run['val_top1']:.2f}", f"{100 * run['test_top1']:.2f}")
+    grid.add_row("fused", "", "", f"{100 * r['val_top1']:.2f}", f"{100 * r['top1']:.2f}")
+    Console().print(grid)
 
 
 def _early_exit(checkpoints: list[str], data: str | None, max_drop: float, budget: float | None, rule: str,
