@@ -157,6 +157,10 @@ class StageConfig:
     batch_size: int = field(default=32, metadata=_range(1))
     # Besides best and last, keep the checkpoints of the last k epochs (checkpoints/epoch-NNNN.safetensors).
     keep_last: int = field(default=0, metadata=_range(0))
+    # Exponential moving average of the weights, updated every optimiser step with this decay (e.g.
+    # 0.999); 0 is off. The average is what validation selects and what best and epoch checkpoints
+    # hold; last.safetensors keeps the raw weights to resume from (last_ema.safetensors the average).
+    ema: float = field(default=0.0, metadata=_range(0.0, 0.99999))
     # Early stopping: end the stage once its validation score (top-1, or masked MSE in pretraining)
     # has not improved for this many epochs; 0 never stops early. Needs a validation split.
     patience: int = field(default=0, metadata=_range(0))

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 
 from cascade_cli.checkpoint import load_checkpoint, load_trainer_state, save_checkpoint, save_trainer_state
@@ -35,6 +36,8 @@ from cascade_cli.training.objectives import Objective
 from cascade_cli.training.optim import apply_hyperparameters, build_optimizer, build_scheduler, replan, schedule_length
 from cascade_cli.training.records import RunRecords, keep_epoch_checkpoint, require_tensorboard
 from cascade_cli.training.run_dir import RunState, trainer_state_path
+
+LAST_EMA = "last_ema.safetensors"  # the moving average of the last epoch's weights, with stage ema > 0
 
 
 @dataclass
@@ -177,6 +180,10 @@ def fit(setup: StageSetup, device: torch.device, reporter: Reporter, ctx: Dist =
 
     stage_cfg = getattr(cfg, objective.name)
     selection = Selection(setup.select, objective.higher_is_better, stage_cfg.patience)
+    # The moving average of the weights (stage ema) is what validation selects and checkpoints hold.
+    ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(stage_cfg.ema), use_buffers=True)
+           if stage_cfg.ema > 0 else None)
+    evaluated = model if ema is None else ema.module
     start_epoch, elapsed, stopped = 1, 0.0, None
     lr_before = optimizer.param_groups[0]["lr"]
     scheduler = build_scheduler(optimizer, setup.optim, total)
@@ -188,6 +195,9 @@ def fit(setup: StageSetup, device: torch.device, reporter: Reporter, ctx: Dist =
                             f"trainer_state.pt (epoch {state['epoch']}) disagree; the run was interrupted "
                             "while saving and cannot resume exactly")
         model.load_state_dict(weights.state_dict)
+        if ema is not None:
+            ema.module.load_state_dict(load_checkpoint(ckpt_dir / LAST_EMA).state_dict)
+            ema.n_averaged.fill_(1)  # averaging continues from the saved average
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         lr_before = optimizer.param_groups[0]["lr"]
@@ -249,6 +259,8 @@ def fit(setup: StageSetup, device: torch.device, reporter: Reporter, ctx: Dist =
                 torch.nn.utils.clip_grad_norm_(params, setup.optim.grad_clip)
             scaler.step(optimizer)
             scaler.update()
+            if ema is not None:
+                ema.update_parameters(model)
             if setup.optim.schedule_unit == "step":
                 scheduler.step()
             seen += len(batch.labels)
@@ -273,20 +285,22 @@ def fit(setup: StageSetup, device: torch.device, reporter: Reporter, ctx: Dist =
         elapsed += epoch_time
         stop = False
         if ctx.is_main:
-            model.eval()
-            val = objective.validate(model, val_loader, device) if val_loader is not None else {}
+            evaluated.eval()
+            val = objective.validate(evaluated, val_loader, device) if val_loader is not None else {}
             record = {"stage": objective.name, "epoch": epoch, "lr": lr, **{f"train_{k}": v for k, v in means.items()},
                       **val, "samples_per_s": seen_all / epoch_time, "epoch_time_s": epoch_time}
             improved = selection.update(epoch, objective.score(val) if val else None)
             stop = selection.exhausted(epoch) and epoch < setup.epochs
             meta = {**setup.meta, "epoch": epoch, **({"stopped_early": True} if stop else {})}
             save_checkpoint(ckpt_dir / "last.safetensors", model, cfg, meta)
+            if ema is not None:
+                save_checkpoint(ckpt_dir / LAST_EMA, evaluated, cfg, {**meta, "ema": stage_cfg.ema})
             if improved:
-                save_checkpoint(ckpt_dir / "best.safetensors", model, cfg,
+                save_checkpoint(ckpt_dir / "best.safetensors", evaluated, cfg,
                                 {**meta, "selected_by": "last epoch" if setup.select == "last" else
                                  f"validation {'top-1' if objective.higher_is_better else 'masked MSE'}",
                                  "val": val})
-            keep_epoch_checkpoint(ckpt_dir, epoch, stage_cfg.keep_last)
+            keep_epoch_checkpoint(ckpt_dir, epoch, stage_cfg.keep_last, "last.safetensors" if ema is None else LAST_EMA)
             save_trainer_state(trainer_state_path(run_dir), {
                 "epoch": epoch, **selection.state(), "elapsed_s": elapsed, **({"stopped_early": epoch} if stop else {}),
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),

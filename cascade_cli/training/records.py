@@ -64,11 +64,12 @@ class RunRecords:
         write_text(self.run_dir / METRICS_CSV, buffer.getvalue())
 
 
-def keep_epoch_checkpoint(ckpt_dir: Path, epoch: int, keep_last: int) -> None:
-    """Copy last.safetensors to epoch-NNNN.safetensors and delete all but the newest `keep_last`."""
+def keep_epoch_checkpoint(ckpt_dir: Path, epoch: int, keep_last: int, source: str = "last.safetensors") -> None:
+    """Copy `source` (the epoch's evaluated weights) to epoch-NNNN.safetensors and delete all but the
+    newest `keep_last`."""
     if keep_last <= 0:
         return
     with atomic_path(ckpt_dir / f"epoch-{epoch:04d}.safetensors") as tmp:
-        shutil.copyfile(ckpt_dir / "last.safetensors", tmp)
+        shutil.copyfile(ckpt_dir / source, tmp)
     for old in sorted(ckpt_dir.glob("epoch-*.safetensors"))[:-keep_last]:
         old.unlink()
