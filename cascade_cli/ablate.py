@@ -57,7 +57,11 @@ STUDIES = {
                      tuple(f"table9/penn_action-1.0-{a}" for a in ("linear", "mlp", "mlp_residual"))),
     "freezing": Study("10", "T1 during finetuning (Penn Action, CF 1.0)",
                       tuple(f"table10/penn_action-1.0-{a}" for a in ("full", "frozen", "last_layer"))),
+    # Not a paper table: the field's four input streams, each trained alone, then fused (`fused` row).
+    "streams": Study("streams", "Input streams and their fusion (Penn Action, CF 1.0, fast recipe)",
+                     tuple(f"streams/penn_action-{s}" for s in ("joints", "bone_sub", "joint_motion", "bone_motion"))),
 }
+FUSED = "fused"  # the streams study's row of the ensemble of its arms
 # quick: a small model and few epochs, minutes on a CPU; paper: the published recipe.
 BUDGETS = ("quick", "paper")
 # A dataset the recipe was not written for gets the demo's dataset-agnostic pipeline.
@@ -175,6 +179,8 @@ def run_study(name: str, study_dir: str | Path, *, dataset: str | Path | None = 
     with directory_lock(study_dir, "study directory"):
         write_text(study_file, json.dumps(asked, indent=2))
         _run_arms(name, arms, study_dir, dataset, budget, seeds, base_seed, device, overrides, reporter)
+        if name == "streams":
+            _fuse_arms(arms, study_dir, seeds, device, reporter)
         rows = collect_results(study_dir)
         write_results(study_dir, rows)
     return rows
@@ -202,12 +208,34 @@ def _run_arms(name: str, arms: list[str], study_dir: Path, dataset: Path, budget
             write_text(arm_dir / "result.json", json.dumps({"arm": arm, "seed": s, "note": note, **result}, indent=2))
 
 
+def _fuse_arms(arms: list[str], study_dir: Path, seeds: int, device: str | None, reporter: Reporter) -> None:
+    """For every seed whose arms all finished: their ensemble (`cascade evaluate --ensemble`), the
+    fusion weights chosen on the arms' shared validation split."""
+    from cascade_cli.ensemble import ensemble_report  # torch, only when a study runs
+
+    for s in range(seeds):
+        runs = [study_dir / "arms" / arm.split("/")[-1] / f"seed-{s}" for arm in arms]
+        out = study_dir / "arms" / FUSED / f"seed-{s}" / "result.json"
+        if out.is_file() or not all((run / "result.json").is_file() for run in runs):
+            continue
+        reporter.info(f"[streams] fusing the {len(runs)} streams of seed {s}")
+        report = ensemble_report([run / "finetune" for run in runs], device=device,
+                                 out=out.with_name("eval_test_ensemble.json"))
+        wall = sum(json.loads((run / "result.json").read_text())["wall_s"] for run in runs)
+        write_text(out, json.dumps({"arm": FUSED, "seed": s, "note": json.loads((runs[0] / "result.json").read_text())["note"],
+                                    "top1": report["top1"], "top5": report["top5"], "clips": report["clips"],
+                                    "weights": {arm.split("-")[-1]: r["weight"] for arm, r in zip(arms, report["ensemble"])},
+                                    "wall_s": wall}, indent=2))
+
+
 def collect_results(study_dir: Path) -> list[dict]:
     asked = json.loads((study_dir / "study.json").read_text())
     ds_name = open_dataset(asked["dataset"]).name if Path(asked["dataset"]).exists() else None
     rows = []
-    for arm in study_arms(asked["study"], ds_name):
-        info = preset_info(arm)
+    arms = study_arms(asked["study"], ds_name)
+    for arm in arms + ([FUSED] if asked["study"] == "streams" else []):
+        # The fused row stands beside the paper's joint-only number, as the field reports ensembles.
+        info = preset_info(arm) if arm != FUSED else {"arm": FUSED, "paper_top1": preset_info(arms[0]).get("paper_top1")}
         results, errors = [], []
         for s in range(asked["seeds"]):
             arm_dir = study_dir / "arms" / arm.split("/")[-1] / f"seed-{s}"
@@ -265,7 +293,8 @@ def load_study(study_dir: str | Path) -> tuple[dict, list[dict]]:
 
 def study_title(asked: dict) -> str:
     study = STUDIES[asked["study"]]
-    return f"Table {study.table}: {study.title}, budget {asked['budget']}, {asked['seeds']} seed(s)"
+    label = f"Table {study.table}: " if study.table.isdigit() else ""
+    return f"{label}{study.title}, budget {asked['budget']}, {asked['seeds']} seed(s)"
 
 
 def render_report(study_dirs: list[Path], out_dir: Path) -> tuple[Path, Path]:
@@ -286,7 +315,8 @@ def render_report(study_dirs: list[Path], out_dir: Path) -> tuple[Path, Path]:
         ax.bar(x + 0.2, paper, 0.4, label="paper")
         ax.set_xticks(x, [r["arm"] for r in rows], rotation=20)
         ax.set_ylabel("test top-1 (%)")
-        ax.set_title(f"Table {STUDIES[asked['study']].table} ({asked['budget']})", fontsize=10)
+        table = STUDIES[asked["study"]].table
+        ax.set_title(f"{'Table ' * table.isdigit()}{table} ({asked['budget']})", fontsize=10)
         ax.set_ylim(0, 100)
         ax.legend(loc="lower right")
     fig.tight_layout()

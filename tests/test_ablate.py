@@ -113,3 +113,16 @@ def test_unknown_study_and_missing_default_dataset(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(UserError, match="data/penn_action"):
         ablate.run_study("decoder", tmp_path / "s")
+
+
+def test_the_streams_study_trains_each_stream_and_fuses_them(tiny_dataset, tmp_path):
+    rows = ablate.run_study("streams", tmp_path / "streams", dataset=tiny_dataset, overrides=FAST)
+    assert [r["arm"] for r in rows] == ["joints", "bone_sub", "joint_motion", "bone_motion", "fused"]
+    assert all(r["status"] == "ok" and r["top1"] is not None for r in rows)
+    fused = json.loads((tmp_path / "streams" / "arms" / "fused" / "seed-0" / "result.json").read_text())
+    assert sum(fused["weights"].values()) == pytest.approx(1.0) and set(fused["weights"]) == {
+        "joints", "bone_sub", "joint_motion", "bone_motion"}
+    # The fused row stands beside the paper's joint-only number; the study's pretraining is per stream.
+    assert rows[-1]["paper_top1"] == rows[0]["paper_top1"] == 94.66 and rows[1]["paper_top1"] is None
+    assert len(list((tmp_path / "streams" / "pretrain").iterdir())) == 4
+    assert "fused" in (tmp_path / "streams" / "results.md").read_text()

@@ -21,8 +21,8 @@ Budget = choice_enum("Budget", BUDGETS)
 
 @cli_command
 def ablate(
-    study: StudyName = typer.Argument(..., help="variant, pretrain-epochs, masking, representation, decoder or "
-                                      "freezing."),
+    study: StudyName = typer.Argument(..., metavar="STUDY", help="variant, pretrain-epochs, masking, "
+                                      "representation, decoder, freezing or streams."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Study directory \\[default: studies/<study>-<budget>]."),
     dataset: Optional[Path] = typer.Option(None, "--dataset", help="Prepared dataset to run on \\[default: "
                                            "data/<the paper's dataset>, e.g. data/penn_action]."),
@@ -35,7 +35,8 @@ def ablate(
     """Run one paper ablation (all its arms: pretrain -> finetune -> evaluate) and compare with the paper.
 
     Studies: variant (Table 1), pretrain-epochs (6), masking (7), representation (8), decoder (9),
-    freezing (10). Arms share seeds and data; finished arms are skipped when re-run, and a failing
+    freezing (10); and streams, the joint, bone and motion streams each trained alone, then fused
+    with weights chosen on validation (a `fused` row beside the paper's joint-only number). Arms share seeds and data; finished arms are skipped when re-run, and a failing
     arm is reported while the others go on. Writes results.{md,csv,json} into the study directory.
     With --budget quick or a dataset other than the paper's, the table says the numbers are not
     comparable with the paper's.
