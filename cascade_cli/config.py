@@ -67,6 +67,9 @@ class DataConfig:
     rotate_axes: Literal["xyz", "xy"] = "xyz"
     # Random isotropic scale in [1 - scale, 1 + scale]; training only.
     scale: float = field(default=0.0, metadata=_range(0.0, 0.9))
+    # Random shear of 2-D clips (image keypoints), x += a*y and y += b*x about the seen joints' mean,
+    # a and b uniform in [-shear, shear], one draw per clip; missing (zero) joints stay zero. Training only.
+    shear: float = field(default=0.0, metadata=_range(0.0, 1.0))
     # Mirror a training clip with this probability: x reflected about the mean x of its seen joints,
     # left and right joints swapped by name (the layout's). eval_flip adds the mirror of every
     # evaluation view and averages the logits of both (test-time flip).

@@ -136,3 +136,19 @@ def test_motion_streams_through_the_pipeline_keep_each_clip_to_itself():
     x = transform_clip(clip, None, cfg, BONES, None)  # (T, P*J, C), evaluation
     np.testing.assert_allclose(x[:-1], (clip[1:, 0] - clip[:-1, 0]), atol=1e-6)
     assert not x[-1].any() and x.shape == (7, 3, 2)
+
+
+def test_shear_of_2d_clips_about_the_seen_joints():
+    from cascade_cli.data.pipeline import augment
+
+    x = np.array([[[[0.0, 0.0], [2.0, 0.0], [2.0, 2.0], [0.0, 0.0]]]], np.float32)  # (T, P, J, C); joint 3 missing
+    x[0, 0, 0] = [1.0, 1.0]
+    cfg = DataConfig(shear=0.5)
+    out = augment(x, cfg, np.random.default_rng(0))
+    a, b = np.random.default_rng(0).uniform(-0.5, 0.5, 2)
+    pivot = x[0, 0, :3].mean(axis=0)
+    expected = (x[0, 0, :3] - pivot) @ np.array([[1, a], [b, 1]]).T + pivot
+    np.testing.assert_allclose(out[0, 0, :3], expected, rtol=1e-6)
+    assert not out[0, 0, 3].any()  # the missing joint stays missing
+    three_d = np.ones((1, 1, 2, 3), np.float32)
+    np.testing.assert_array_equal(augment(three_d, cfg, np.random.default_rng(0)), three_d)  # 2-D only

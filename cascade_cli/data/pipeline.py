@@ -123,7 +123,8 @@ def rotation_matrix(angles: np.ndarray) -> np.ndarray:
 
 
 def augment(x: np.ndarray, cfg: DataConfig, rng: np.random.Generator) -> np.ndarray:
-    """One random rotation (3-D only) and one isotropic scale for the whole clip, all persons alike."""
+    """One random rotation (3-D only), one isotropic scale and one shear (2-D only) for the whole
+    clip, all persons alike."""
     if cfg.rotate > 0 and x.shape[-1] == 3:
         angles = rng.uniform(-cfg.rotate, cfg.rotate, 3)
         if cfg.rotate_axes == "xy":
@@ -131,6 +132,13 @@ def augment(x: np.ndarray, cfg: DataConfig, rng: np.random.Generator) -> np.ndar
         x = x @ rotation_matrix(angles).T.astype(np.float32)
     if cfg.scale > 0:
         x = x * np.float32(rng.uniform(1 - cfg.scale, 1 + cfg.scale))
+    if cfg.shear > 0 and x.shape[-1] == 2:
+        a, b = rng.uniform(-cfg.shear, cfg.shear, 2)
+        seen = (x != 0).any(axis=-1, keepdims=True)  # (..., J, 1): missing joints are all zeros
+        if seen.any():
+            pivot = x[seen[..., 0]].mean(axis=0)
+            sheared = (x - pivot) @ np.array([[1.0, a], [b, 1.0]], np.float32).T + pivot
+            x = np.where(seen, sheared, x).astype(np.float32)
     return x
 
 
