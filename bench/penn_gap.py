@@ -35,6 +35,12 @@ ARMS = {
     "flip": ([], ["data.flip=0.5", "data.eval_flip=true"]),
     "ema": ([], ["finetune.ema=0.999"]),
     "longer": ([], ["finetune.epochs=60"]),
+    # The official Penn pipeline's switches: raw pixels (no normalisation), no scaling, no label smoothing.
+    "official_pipeline": (["data.normalize=none", "data.scale=0"], ["finetune.label_smoothing=0"]),
+    # The paper's batch of 4 and finetuning learning rate (3e-5 in the code), over the same epochs.
+    "paper_batch": ([], ["finetune.batch_size=4", "finetune.optim.lr=3e-5"]),
+    # Whole clips at their own length (18-663 frames) instead of 48-frame crops: its own pretraining.
+    "full_clips": (["data.frames=0", "model.max_frames=1000"], []),
     "bone_sub": (["data.representation=bone_sub"], []),
     "joint_motion": (["data.representation=joint_motion"], []),
     "bone_motion": (["data.representation=bone_motion"], []),
