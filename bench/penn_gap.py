@@ -90,9 +90,9 @@ def arm_row(arm: str) -> dict:
     classifier = load_classifier(run)
     dataset = open_dataset(classifier.config.data.path)
     val, test = score_split(classifier, "val", data=dataset), score_split(classifier, "test", data=dataset)
-    flipped, plain = load_classifier(run), load_classifier(run)
-    flipped.config.data = replace(flipped.config.data, eval_flip=True)
-    plain.config.data = replace(plain.config.data, eval_flip=False)
+    # The same loaded model, scored with and without the mirrored views.
+    flipped = replace(classifier, config=replace(classifier.config, data=replace(classifier.config.data, eval_flip=True)))
+    plain = replace(classifier, config=replace(classifier.config, data=replace(classifier.config.data, eval_flip=False)))
     epochs = sorted((run / "checkpoints").glob("epoch-*.safetensors")) if arm in DIAGNOSED else []
     on_test = {int(p.stem.split("-")[1]): top1(score_split(load_classifier(p), "test", data=dataset)) for p in epochs}
     best_epoch = max(on_test, key=lambda e: (on_test[e], -e)) if on_test else None

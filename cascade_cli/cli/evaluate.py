@@ -244,6 +244,7 @@ def _predict_stream(checkpoint: str, stream: str, *, layout: str | None, window:
     import json
     import sys
 
+    from cascade_cli.checkpoint import resolve_checkpoint
     from cascade_cli.errors import UserError
     from cascade_cli.inference import load_classifier
     from cascade_cli.stream.classify import StreamSummary, classify_stream, stream_classifier
@@ -254,7 +255,7 @@ def _predict_stream(checkpoint: str, stream: str, *, layout: str | None, window:
 
         found = open_detector(detector)
         classifier = found.classifier(device)
-        if load_classifier(checkpoint, "cpu").path.resolve() != classifier.path.resolve():
+        if resolve_checkpoint(checkpoint, "best", kind="finetune").resolve() != classifier.path.resolve():
             raise UserError(f"--detector {detector}: fitted on {classifier.path}, not on {checkpoint}")
     else:
         classifier = load_classifier(checkpoint, device)
