@@ -203,7 +203,8 @@ class FinetuneConfig(StageConfig):
     # is the main cross-entropy plus this weight times the mean of the exits' cross-entropies.
     exit_loss_weight: float = field(default=0.0, metadata=_range(0.0))
     exits: Literal[EXIT_PLACES] = "t1"
-    # Keep the epoch with the best validation top-1, or simply the last epoch.
+    # Keep the epoch with the best validation top-1 (a tie goes to the lower validation loss), or
+    # simply the last epoch.
     select: Literal["val", "last"] = "val"
 
 

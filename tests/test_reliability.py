@@ -483,6 +483,26 @@ def test_patience_stops_a_stage_and_a_rerun_sees_it_finished(tmp_path, monkeypat
                            overrides=["data.val_fraction=0", "finetune.patience=2"])
 
 
+def test_a_validation_tie_goes_to_the_lower_validation_loss(tmp_path, monkeypatch):
+    import cascade_cli.training.objectives as objectives
+    from cascade_cli.checkpoint import checkpoint_meta
+    from cascade_cli.training.loop import Selection
+
+    data = tiny_set(tmp_path / "data", [4, 4])
+    # Epochs 2, 3 and 4 tie on top-1; epoch 3 has the lowest loss of them, epoch 5 the lowest of all.
+    val = iter([(0.5, 1.0), (0.75, 0.9), (0.75, 0.7), (0.75, 0.8), (0.5, 0.6)])
+    monkeypatch.setattr(objectives.FinetuneObjective, "validate",
+                        lambda self, model, loader, device: dict(zip(("val_top1", "val_loss"), next(val))))
+    cfg = lifecycle.stage_config("pretrain", data=data, overrides=[*TINY, "pretrain.epochs=1", "finetune.epochs=5"])
+    lifecycle.run_stages(cfg, tmp_path / "pre", tmp_path / "ft")
+    assert checkpoint_meta(tmp_path / "ft" / "checkpoints" / "best.safetensors")["epoch"] == 3
+    # A run saved before ties were broken resumes as it selected then: a tie keeps the earlier epoch.
+    old = Selection("val", True, 0)
+    old.restore({"best_score": 0.75, "best_epoch": 2, "score_best": 0.75, "score_best_epoch": 2})
+    assert not old.update(3, 0.75, 0.1) and old.best_epoch == 2
+    assert old.update(4, 0.8, 0.9) and old.update(5, 0.8, 0.5) and old.best_epoch == 5
+
+
 def test_a_converted_folder_works_wherever_a_run_directory_does(tmp_path):
     from cascade_cli.checkpoint import resolve_checkpoint
 

@@ -96,7 +96,8 @@ def test_model_selection_never_sees_test_clips(tiny_dataset, tmp_path, monkeypat
     best = load_checkpoint(tmp_path / "ft" / "checkpoints" / "best.safetensors")
     assert best.meta["selected_by"] == "validation top-1"
     metrics = [json.loads(line) for line in (tmp_path / "ft" / "metrics.jsonl").read_text().splitlines()]
-    assert best.meta["epoch"] == max(metrics, key=lambda m: (m["val_top1"], -m["epoch"]))["epoch"]
+    # the best validation top-1; among equals, the lowest validation loss, then the earliest epoch
+    assert best.meta["epoch"] == max(metrics, key=lambda m: (m["val_top1"], -m["val_loss"], -m["epoch"]))["epoch"]
 
 
 def test_frozen_t1_is_unchanged_by_finetuning(tiny_dataset, tmp_path):

@@ -56,7 +56,11 @@ class StageSetup:
 
 @dataclass
 class Selection:
-    """Which epoch is the selected one, and whether validation has stopped improving (patience)."""
+    """Which epoch is the selected one, and whether validation has stopped improving (patience).
+
+    Validation splits are small (62 Penn Action clips, 51 N-UCLA), so top-1 takes few values and
+    epochs often tie; a tie goes to the lower validation loss (the objective's tiebreak), not to
+    whichever epoch came first."""
 
     select: str  # "val": the best validation score; "last": the latest epoch
     higher_is_better: bool
@@ -65,13 +69,16 @@ class Selection:
     best_score: float | None = None  # its validation score, when select is val
     score_best: float | None = None  # the best validation score so far, whatever select says
     score_best_epoch: int = 0
+    score_best_tiebreak: float | None = None  # the tiebreak (lower is better) of that epoch
 
-    def update(self, epoch: int, score: float | None) -> bool:
+    def update(self, epoch: int, score: float | None, tiebreak: float | None = None) -> bool:
         """Record an epoch's validation score (None without validation); True if it is now selected."""
         better = score is not None and (self.score_best is None or (
-            score > self.score_best if self.higher_is_better else score < self.score_best))
+            score > self.score_best if self.higher_is_better else score < self.score_best) or (
+            score == self.score_best and None not in (tiebreak, self.score_best_tiebreak)
+            and tiebreak < self.score_best_tiebreak))
         if better:
-            self.score_best, self.score_best_epoch = score, epoch
+            self.score_best, self.score_best_epoch, self.score_best_tiebreak = score, epoch, tiebreak
         selected = self.select == "last" or better
         if selected:
             self.best_epoch = epoch
@@ -83,13 +90,15 @@ class Selection:
 
     def state(self) -> dict:
         return {"best_score": self.best_score, "best_epoch": self.best_epoch, "score_best": self.score_best,
-                "score_best_epoch": self.score_best_epoch}
+                "score_best_epoch": self.score_best_epoch, "score_best_tiebreak": self.score_best_tiebreak}
 
     def restore(self, state: dict) -> None:
         self.best_score, self.best_epoch = state["best_score"], state["best_epoch"]
         # Saved before patience existed: the selection score was the only one tracked.
         self.score_best = state.get("score_best", state["best_score"])
         self.score_best_epoch = state.get("score_best_epoch", state["best_epoch"])
+        # Saved before ties were broken: a tie keeps the earlier epoch, as it did then.
+        self.score_best_tiebreak = state.get("score_best_tiebreak")
 
 
 def make_loader(ds: PreparedDataset, indices: np.ndarray, cfg: Config, *, train: bool, batch_size: int,
@@ -289,7 +298,7 @@ def fit(setup: StageSetup, device: torch.device, reporter: Reporter, ctx: Dist =
             val = objective.validate(evaluated, val_loader, device) if val_loader is not None else {}
             record = {"stage": objective.name, "epoch": epoch, "lr": lr, **{f"train_{k}": v for k, v in means.items()},
                       **val, "samples_per_s": seen_all / epoch_time, "epoch_time_s": epoch_time}
-            improved = selection.update(epoch, objective.score(val) if val else None)
+            improved = selection.update(epoch, *objective.score(val)) if val else selection.update(epoch, None)
             stop = selection.exhausted(epoch) and epoch < setup.epochs
             meta = {**setup.meta, "epoch": epoch, **({"stopped_early": True} if stop else {})}
             save_checkpoint(ckpt_dir / "last.safetensors", model, cfg, meta)

@@ -20,6 +20,7 @@ class Objective:
     name: str  # the stage, and the config section it reads
     higher_is_better: bool
     score_key: str  # the validation number that selects the best epoch
+    tiebreak_key: str | None = None  # the one (lower is better) that breaks ties of score_key
 
     def __init__(self, cfg: Config):
         self.cfg = getattr(cfg, self.name)
@@ -42,8 +43,9 @@ class Objective:
             count += len(batch.labels)
         return {key: value / max(count, 1) for key, value in totals.items()}
 
-    def score(self, val: dict[str, float]) -> float:
-        return val[self.score_key]
+    def score(self, val: dict[str, float]) -> tuple[float, float | None]:
+        """The selection score and its tiebreak."""
+        return val[self.score_key], val[self.tiebreak_key] if self.tiebreak_key else None
 
 
 class PretrainObjective(Objective):
@@ -66,7 +68,7 @@ class PretrainObjective(Objective):
 class FinetuneObjective(Objective):
     """Cross-entropy on clip labels; higher validation top-1 is better."""
 
-    name, higher_is_better, score_key = "finetune", True, "val_top1"
+    name, higher_is_better, score_key, tiebreak_key = "finetune", True, "val_top1", "val_loss"
 
     def loss(self, model, batch, device, generator):
         x, _, pad, labels = to_device(batch, device)
