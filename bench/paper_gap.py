@@ -91,19 +91,20 @@ def pretrain_dir(gap: Gap, changes: list[str]) -> Path:
     return out_dir(gap) / name
 
 
-def train(gap: Gap, arm: str) -> None:
+def train(gap: Gap, arm: str, sets: list[str]) -> None:
+    """sets: config changes for every stage of a new run (amp=bf16, say), not part of the arm."""
     pretrain_changes, finetune_changes = gap.arms[arm]
     pre, run = pretrain_dir(gap, pretrain_changes), out_dir(gap) / arm
     if not (pre / "checkpoints" / "best.safetensors").is_file():
         if pre.is_dir():  # stopped part-way: it resumes as its run directory records
             lifecycle.pretrain(pre, resume=True)
         else:
-            lifecycle.pretrain(pre, preset=gap.preset, data=gap.data, overrides=pretrain_changes)
+            lifecycle.pretrain(pre, preset=gap.preset, data=gap.data, overrides=[*pretrain_changes, *sets])
     if not (run / "checkpoints" / "best.safetensors").is_file():
         if run.is_dir():
             lifecycle.finetune(run, resume=True)
         else:  # every epoch kept, for the diagnostic and for studying selection after the fact
-            lifecycle.finetune(run, pretrained=pre, overrides=[*finetune_changes, "finetune.keep_last=1000"])
+            lifecycle.finetune(run, pretrained=pre, overrides=[*finetune_changes, *sets, "finetune.keep_last=1000"])
 
 
 def hours(run: Path) -> float:
@@ -115,13 +116,29 @@ def top1(scores) -> float:
     return 100 * float((scores.predictions == scores.labels).mean())
 
 
+def selected_checkpoint(run: Path) -> Path:
+    """The checkpoint of the trainer's selection rule (best validation top-1, a tie to the lower
+    validation loss), read from metrics.csv: a run trained before ties were broken kept the first of
+    equals in best.safetensors, and its epoch checkpoints hold the rule's choice."""
+    with open(run / "metrics.csv") as fh:
+        rows = [row for row in csv.DictReader(fh) if row["stage"] == "finetune"]
+    chosen = int(max(rows, key=lambda r: (float(r["val_top1"]), -float(r["val_loss"]), -int(r["epoch"])))["epoch"])
+    best = run / "checkpoints" / "best.safetensors"
+    if load_classifier(best, "cpu").meta.get("epoch") == chosen:
+        return best
+    epoch_file = run / "checkpoints" / f"epoch-{chosen:04d}.safetensors"
+    if not epoch_file.is_file():
+        raise SystemExit(f"{run}: the selection rule picks epoch {chosen}, whose checkpoint was not kept")
+    return epoch_file
+
+
 def arm_row(gap: Gap, arm: str) -> dict:
     """The arm's figures, computed once per trained run (kept beside it as gap_row.json)."""
     run = out_dir(gap) / arm
     cached = run / "gap_row.json"
     if cached.is_file() and cached.stat().st_mtime > (run / "checkpoints" / "best.safetensors").stat().st_mtime:
         return json.loads(cached.read_text())
-    classifier = load_classifier(run)
+    classifier = load_classifier(selected_checkpoint(run))
     dataset = open_dataset(classifier.config.data.path)
     val, test = score_split(classifier, "val", data=dataset), score_split(classifier, "test", data=dataset)
     # The same loaded model, scored with and without the mirrored views.
@@ -176,6 +193,8 @@ def main() -> None:
     parser.add_argument("--arms", nargs="*", default=[], metavar="ARM", help="arms to train, in this order")
     parser.add_argument("--report", action="store_true")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                        help="a config change for new runs of every arm, e.g. amp=bf16 on CPUs with fast bf16")
     args = parser.parse_args()
     gap = GAPS[args.dataset]
     unknown = [arm for arm in args.arms if arm not in gap.arms]
@@ -186,7 +205,7 @@ def main() -> None:
         gap.prepare(gap.raw, gap.data, workers=1)
     for arm in args.arms:
         started = time.perf_counter()
-        train(gap, arm)
+        train(gap, arm, args.sets)
         print(f"{arm}: trained in {(time.perf_counter() - started) / 3600:.2f} h", flush=True)
     if args.report:
         report(gap)
