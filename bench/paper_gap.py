@@ -95,16 +95,15 @@ def train(gap: Gap, arm: str, sets: list[str]) -> None:
     """sets: config changes for every stage of a new run (amp=bf16, say), not part of the arm."""
     pretrain_changes, finetune_changes = gap.arms[arm]
     pre, run = pretrain_dir(gap, pretrain_changes), out_dir(gap) / arm
-    if not (pre / "checkpoints" / "best.safetensors").is_file():
-        if pre.is_dir():  # stopped part-way: it resumes as its run directory records
-            lifecycle.pretrain(pre, resume=True)
-        else:
-            lifecycle.pretrain(pre, preset=gap.preset, data=gap.data, overrides=[*pretrain_changes, *sets])
-    if not (run / "checkpoints" / "best.safetensors").is_file():
-        if run.is_dir():
-            lifecycle.finetune(run, resume=True)
-        else:  # every epoch kept, for the diagnostic and for studying selection after the fact
-            lifecycle.finetune(run, pretrained=pre, overrides=[*finetune_changes, *sets, "finetune.keep_last=1000"])
+    # A run directory that exists resumes as it records (a finished one trains nothing more).
+    if pre.is_dir():
+        lifecycle.pretrain(pre, resume=True)
+    else:
+        lifecycle.pretrain(pre, preset=gap.preset, data=gap.data, overrides=[*pretrain_changes, *sets])
+    if run.is_dir():
+        lifecycle.finetune(run, resume=True)
+    else:  # every epoch kept, for the diagnostic and for studying selection after the fact
+        lifecycle.finetune(run, pretrained=pre, overrides=[*finetune_changes, *sets, "finetune.keep_last=1000"])
 
 
 def hours(run: Path) -> float:
