@@ -1,13 +1,18 @@
 """Inference speed: model forward latency at batch 1, batched throughput, and `cascade predict` end to end.
 
     forward    eval mode, inference_mode, the padding mask predict passes; Penn 1.0 at its median
-               clip length (56 frames) and NTU60-CS 1.0 at 64 frames (--small: the Penn-sized model
-               on NTU inputs); float32, and bf16 autocast on CUDA
+               clip length (56 frames), N-UCLA 1.1 at its 64 frames and NTU60-CS 1.0 at 64 frames
+               (--small: the Penn-sized model on NTU inputs); float32, and bf16 autocast on CUDA
+    onnx       Penn 1.0 and N-UCLA 1.1 exported by `cascade export` (verified against PyTorch on the
+               way; the largest logit difference is printed) and run by ONNX Runtime on the CPU with
+               as many threads as torch (--threads 1: intra_op_num_threads=1), beside PyTorch eager
     predict    cascade_cli.predict.predict on one .npy clip (checkpoint load, preprocessing, forward)
                in this process, and the `cascade predict` command (adds interpreter and import start-up),
                with a tiny checkpoint trained here on the synthetic data
 
-    python bench/inference.py [--runs 50] [--batch 64] [--small] [--json PATH]
+Random weights: latency does not depend on them.
+
+    python bench/inference.py [--runs 50] [--batch 64] [--small] [--threads 1] [--json PATH]
 """
 
 from __future__ import annotations
@@ -22,9 +27,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from _common import PENN_MEDIAN, ROOT, common_args, print_table, set_threads, spec, sync, write_json
+from _common import PENN_MEDIAN, ROOT, Spec, common_args, print_table, set_threads, spec, sync, write_json
+from cascade_cli.checkpoint import save_checkpoint
 from cascade_cli.config import load_config
 from cascade_cli.data.format import open_dataset
+from cascade_cli.data.registry import KNOWN_DATASETS
 from cascade_cli.data.synthetic import make_synthetic
 from cascade_cli.model import build_classifier, padding_mask
 from cascade_cli.predict import predict
@@ -34,8 +41,18 @@ from cascade_cli.training import finetune, pretrain
 TINY = ["model.d_model=32", "model.t1_layers=1", "model.t1_heads=2", "model.ffn_dim=64", "model.max_frames=64",
         "data.frames=32", "pretrain.epochs=1", "finetune.epochs=1", "pretrain.batch_size=16",
         "finetune.batch_size=16", "device=cpu"]
-COLUMNS = [("what", "what", ""), ("device", "device", ""), ("precision", "precision", ""), ("batch", "batch", "d"),
-           ("frames", "frames", "d"), ("ms_median", "ms (median)", ".2f"), ("clips_per_s", "clips/s", ".1f")]
+COLUMNS = [("what", "what", ""), ("runtime", "runtime", ""), ("device", "device", ""), ("precision", "precision", ""),
+           ("batch", "batch", "d"), ("frames", "frames", "d"), ("ms_median", "ms (median)", ".2f"),
+           ("clips_per_s", "clips/s", ".1f")]
+EAGER, ORT = "PyTorch eager", "ONNX Runtime"
+# The sizes exported to ONNX: their preset, and the dataset whose layout their checkpoint names.
+EXPORTED = {"penn": ("table1/penn_action-1.0", "penn_action"), "nucla": ("table1/n_ucla-1.1", "nw_ucla")}
+
+
+def nucla_spec() -> Spec:
+    """Table 1 N-UCLA 1.1: d=256, 4+4 layers, 8 heads, 20 joints x 3, 10 classes, 64 frames."""
+    cfg = load_config(EXPORTED["nucla"][0])
+    return Spec("nucla", cfg.model, 20, 3, 10, cfg.finetune.batch_size, cfg.data.frames)
 
 
 def median_ms(fn, runs: int, device: torch.device) -> float:
@@ -50,16 +67,14 @@ def median_ms(fn, runs: int, device: torch.device) -> float:
     return 1e3 * statistics.median(times)
 
 
-def forward_rows(name: str, small: bool, device: torch.device, batch: int, runs: int) -> list[dict]:
-    s = spec(name, small)
+def forward_rows(s: Spec, device: torch.device, batch: int, runs: int) -> list[dict]:
     frames = s.frames or PENN_MEDIAN
     torch.manual_seed(0)
     model = build_classifier(s.model, s.joints, s.channels, s.classes).to(device).eval()
     rows = []
     for precision in ["fp32"] + (["bf16"] if device.type == "cuda" else []):
         for b in (1, batch):
-            x = torch.randn(b, frames, s.joints, s.channels, device=device)
-            pad = padding_mask(torch.full((b,), frames, device=device), frames)
+            x, pad = clips(s, b, frames, device)
 
             @torch.inference_mode()
             def forward():
@@ -67,8 +82,41 @@ def forward_rows(name: str, small: bool, device: torch.device, batch: int, runs:
                     model(x, pad)
 
             ms = median_ms(forward, runs if b == 1 else max(3, runs // 5), device)
-            rows.append({"what": f"{s.name} forward", "device": str(device), "precision": precision, "batch": b,
-                         "frames": frames, "ms_median": ms, "clips_per_s": 1e3 * b / ms})
+            rows.append({"what": f"{s.name} forward", "runtime": EAGER, "device": str(device), "precision": precision,
+                         "batch": b, "frames": frames, "ms_median": ms, "clips_per_s": 1e3 * b / ms})
+    return rows
+
+
+def clips(s: Spec, batch: int, frames: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random (batch, frames, J, C) clips and their (all real) padding mask."""
+    return (torch.randn(batch, frames, s.joints, s.channels, device=device),
+            padding_mask(torch.full((batch,), frames, device=device), frames))
+
+
+def onnx_rows(s: Spec, out: Path, batch: int, runs: int) -> list[dict]:
+    """`cascade export` of a random-weight model of size `s`, timed in ONNX Runtime on the CPU with
+    torch's thread count, on the inputs forward_rows times."""
+    from cascade_cli.export import export_onnx, load_exported
+
+    frames = s.frames or PENN_MEDIAN
+    torch.manual_seed(0)
+    model = build_classifier(s.model, s.joints, s.channels, s.classes)
+    preset, dataset = EXPORTED[s.name]
+    meta = {"kind": "finetune", "num_joints": s.joints, "in_channels": s.channels, "num_classes": s.classes,
+            "class_names": [f"class{k}" for k in range(s.classes)], "dataset": dataset,
+            "layout": KNOWN_DATASETS[dataset].layout.to_dict()}
+    save_checkpoint(out / f"{s.name}.safetensors", model, load_config(preset), meta)
+    metadata = export_onnx(out / f"{s.name}.safetensors", out / f"{s.name}-onnx", overwrite=True)
+    print(f"{s.name}: exported, largest |logit difference| to PyTorch "
+          f"{metadata['verification']['max_abs_logit_diff']:.3g}")
+    backend = load_exported(out / f"{s.name}-onnx", threads=torch.get_num_threads()).backend
+    rows = []
+    for b in (1, batch):
+        x, pad = clips(s, b, frames, torch.device("cpu"))
+        ms = median_ms(lambda: backend.forward(x, pad), runs if b == 1 else max(3, runs // 5), torch.device("cpu"))
+        rows.append({"what": f"{s.name} forward", "runtime": ORT, "device": "cpu", "precision": "fp32", "batch": b,
+                     "frames": frames, "ms_median": ms, "clips_per_s": 1e3 * b / ms,
+                     "max_abs_logit_diff": metadata["verification"]["max_abs_logit_diff"]})
     return rows
 
 
@@ -96,7 +144,7 @@ def predict_rows(out: Path, runs: int) -> list[dict]:
     cli = [str(Path(sys.executable).with_name("cascade")), "predict", str(run), str(clip), "--device", "cpu"]
     command = median_ms(lambda: subprocess.run(cli, check=True, capture_output=True), max(3, runs // 10),
                         torch.device("cpu"))
-    common = {"device": "cpu", "precision": "fp32", "batch": 1, "frames": frames}
+    common = {"runtime": EAGER, "device": "cpu", "precision": "fp32", "batch": 1, "frames": frames}
     return [{"what": "predict() tiny model", **common, "ms_median": in_process, "clips_per_s": 1e3 / in_process},
             {"what": "`cascade predict` tiny", **common, "ms_median": command, "clips_per_s": 1e3 / command}]
 
@@ -112,9 +160,13 @@ def main() -> None:
     set_threads(args.threads)
 
     rows = []
+    sizes = [spec("penn"), nucla_spec(), spec("ntu_cs", args.small)]
+    args.out.mkdir(parents=True, exist_ok=True)
     for device in [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else []):
-        for name in ("penn", "ntu_cs"):
-            rows += forward_rows(name, args.small, device, args.batch, args.runs)
+        for s in sizes:
+            rows += forward_rows(s, device, args.batch, args.runs)
+            if device.type == "cpu" and s.name in EXPORTED:  # ONNX Runtime beside PyTorch eager
+                rows += onnx_rows(s, args.out, args.batch, args.runs)
     rows += predict_rows(args.out, args.runs)
     print_table(f"Inference, median of {args.runs} runs at batch 1 ({torch.get_num_threads()} CPU threads)",
                 rows, COLUMNS)

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 from pathlib import Path
 from typing import Iterator
+
+from cascade_cli.errors import UserError
 
 
 @contextlib.contextmanager
@@ -25,6 +28,26 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+@contextlib.contextmanager
+def atomic_directory(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
+    """Yield an empty temp folder of this process beside `path`; it becomes `path` only if the
+    block succeeds, so a folder of outputs is complete or absent. An existing `path` is replaced
+    with `overwrite` (only then, once the new one is complete), and refused without."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)  # left by a crashed run whose pid was reused
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+        if path.exists():
+            if not overwrite:
+                raise UserError(f"{path} already exists (written meanwhile by another process)")
+            shutil.rmtree(path)
+        tmp.rename(path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _umask() -> int:

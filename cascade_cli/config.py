@@ -185,6 +185,7 @@ class PretrainConfig(StageConfig):
 # choices the command line offers, so that the CLI need not import torch to list them.
 EXIT_RULES = ("max_softmax", "entropy", "patience")
 EXIT_PLACES = ("t1", "layers")  # where exit heads sit: after T1, or after every encoder layer of T1 and T2
+BACKENDS = ("torch", "onnx")  # what runs a model at inference (cascade_cli.inference.backend)
 
 
 @dataclass

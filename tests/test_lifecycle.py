@@ -140,7 +140,8 @@ def test_the_chain_skips_finished_stages_and_refuses_changed_ones(tiny_dataset, 
 
 
 def test_inference_never_imports_the_trainer():
-    code = ("import sys, cascade_cli.evaluate, cascade_cli.predict, cascade_cli.anomaly.alerts, cascade_cli.inference\n"
+    code = ("import sys, cascade_cli.evaluate, cascade_cli.predict, cascade_cli.anomaly.alerts, cascade_cli.export, "
+            "cascade_cli.inference\n"
             "print([m for m in sys.modules if m.startswith(('cascade_cli.training', 'cascade_cli.lifecycle'))])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -318,7 +318,8 @@ def test_preset_names_are_whole_at_80_columns(monkeypatch):
     assert max(map(len, result.output.splitlines())) <= 80
 
 
-@pytest.mark.parametrize("command", [["prepare", "custom"], ["finetune"], ["evaluate"], ["layouts", "show"]])
+@pytest.mark.parametrize("command", [["prepare", "custom"], ["finetune"], ["evaluate"], ["layouts", "show"],
+                                     ["export"]])
 def test_help_paragraphs_flow_and_nothing_is_cut_at_80_columns(monkeypatch, command):
     monkeypatch.setenv("COLUMNS", "80")
     result = CliRunner().invoke(app, [*command, "--help"])

@@ -17,8 +17,6 @@ never saw. The test split is scored by `evaluate` only.
 from __future__ import annotations
 
 import hashlib
-import os
-import shutil
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -29,7 +27,7 @@ from safetensors.numpy import load_file, save_file
 
 from cascade_cli.anomaly.sets import check_split, named_set, parse_classes
 from cascade_cli.anomaly.statistics import NormalBank, clip_statistics
-from cascade_cli.atomic import atomic_path, write_text
+from cascade_cli.atomic import atomic_directory, atomic_path, write_text
 from cascade_cli.config import to_dict
 from cascade_cli.data.format import PreparedDataset, open_dataset
 from cascade_cli.data.splits import run_splits, stratified_split
@@ -172,18 +170,8 @@ def fit_detector(checkpoint: str | Path, out: str | Path, *, data: str | Path | 
 def _write(out: Path, manifest: dict, files: dict[str, dict[str, np.ndarray]], overwrite: bool) -> None:
     """Everything into a temporary folder of this process, then renamed: a detector directory is
     complete or absent."""
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    with atomic_directory(out, overwrite) as tmp:
         for name, arrays in files.items():
             with atomic_path(tmp / name) as path:  # the umask's permissions, not safetensors' 0600
                 save_file(arrays, str(path))
         write_text(tmp / MANIFEST, yaml.safe_dump(manifest, sort_keys=False))
-        if out.exists():
-            if not overwrite:
-                raise UserError(f"{out} already exists (written meanwhile by another process)")
-            shutil.rmtree(out)
-        tmp.rename(out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import typer
 
 import cascade_cli
-from cascade_cli.cli import ablate, evaluate, official, train
+from cascade_cli.cli import ablate, evaluate, export, official, train
 from cascade_cli.cli.anomaly import anomaly_app
 from cascade_cli.cli.continual import continual_app
 from cascade_cli.cli.data import data_app
@@ -34,8 +34,8 @@ app.add_typer(layouts_app, name="layouts")
 app.add_typer(anomaly_app, name="anomaly")
 app.add_typer(continual_app, name="continual")
 app.add_typer(exits_app, name="exits")
-for command in (train.pretrain, train.finetune, evaluate.evaluate, evaluate.predict, official.download,
-                official.convert, train.demo, ablate.ablate, ablate.report):
+for command in (train.pretrain, train.finetune, evaluate.evaluate, evaluate.predict, export.export,
+                official.download, official.convert, train.demo, ablate.ablate, ablate.report):
     app.command()(command)
 
 

@@ -12,10 +12,12 @@ from rich.table import Table
 
 from cascade_cli.cli.common import (DeviceOpt, ExitRule, ExitRuleOpt, GpuOpt, QuietOpt, choice_enum, device_of,
                                     err_console, cli_command, print_report)
+from cascade_cli.config import BACKENDS
 from cascade_cli.data.splits import SPLITS
 
 
 Split = choice_enum("Split", SPLITS)
+Backend = choice_enum("Backend", BACKENDS)
 
 @cli_command
 def evaluate(
@@ -161,7 +163,8 @@ def _early_exit(checkpoints: list[str], data: str | None, max_drop: float, budge
 
 @cli_command
 def predict(
-    checkpoint: str = typer.Argument(..., help="Finetuning run directory, checkpoint file, or converted official checkpoint."),
+    checkpoint: str = typer.Argument(..., help="Finetuning run directory, checkpoint file, or converted official "
+                                               "checkpoint; with --backend onnx, a `cascade export` folder."),
     inputs: Optional[List[Path]] = typer.Argument(None, metavar="[FILE]...", help=".skeleton, .npy ((T,J,C) one clip, (B,T,J,C) a batch), "
                                                             ".npz (data [+ lengths]) or .json files."),
     top_k: int = typer.Option(5, "--top-k", "-k", min=1, help="How many classes to show per clip."),
@@ -194,6 +197,9 @@ def predict(
                                             "decision of an anomaly detector fitted on this checkpoint."),
     strict: bool = typer.Option(False, "--strict", help="With --stream: stop at the first malformed line instead "
                                 "of reporting and skipping it."),
+    backend: Backend = typer.Option(Backend("torch"), "--backend", metavar="torch|onnx", help="What runs the "
+                                    "model: torch (the checkpoint, in PyTorch) or onnx (a `cascade export` folder "
+                                    "given as CHECKPOINT, in ONNX Runtime on the CPU); preprocessing is the same."),
     gpu: Optional[int] = GpuOpt, device: Optional[str] = DeviceOpt,
 ) -> None:
     """Classify raw skeleton files, or a live pose stream, with a trained model, through the model's
@@ -201,6 +207,7 @@ def predict(
 
     Example:  cascade predict runs/ft S001C001P001R001A001.skeleton my_clip.npy --top-k 3
               my_pose_tool | cascade predict runs/ft --stream - --layout coco17 --image-size 1280 720
+              cascade predict runs/ft/onnx my_clip.npy --backend onnx
     """
     import json
 
@@ -212,7 +219,8 @@ def predict(
             raise UserError("give input files or --stream, not both")
         return _predict_stream(checkpoint, stream, layout=layout, window=window, stride=stride, detector=detector,
                                strict=strict, top_k=top_k, image_size=image_size, without_confidence=without_confidence,
-                               exit_threshold=early_exit, exit_rule=exit_rule.value, device=device_of(gpu, device))
+                               exit_threshold=early_exit, exit_rule=exit_rule.value, device=device_of(gpu, device),
+                               backend=backend.value)
     if not inputs:
         raise UserError("give the input files to classify, or --stream FILE|- for a pose stream")
     if layout or detector or strict:
@@ -220,7 +228,7 @@ def predict(
 
     results = run_predict(checkpoint, inputs, top_k=top_k, raw=raw, device=device_of(gpu, device), image_size=image_size,
                           views=clips, without_confidence=without_confidence, exit_threshold=early_exit,
-                          exit_rule=exit_rule.value)
+                          exit_rule=exit_rule.value, backend=backend.value)
     if as_json:
         typer.echo(json.dumps(results, indent=2))
         return
@@ -239,17 +247,19 @@ def predict(
 
 
 def _predict_stream(checkpoint: str, stream: str, *, layout: str | None, window: int, stride: int,
-                    detector: Path | None, strict: bool, device: str | None, **options) -> None:
+                    detector: Path | None, strict: bool, device: str | None, backend: str, **options) -> None:
     """One JSON line per window on stdout as soon as it is classified; the counts at the end on stderr."""
     import json
     import sys
 
     from cascade_cli.checkpoint import resolve_checkpoint
     from cascade_cli.errors import UserError
-    from cascade_cli.inference import load_classifier
+    from cascade_cli.predict import open_classifier
     from cascade_cli.stream.classify import StreamSummary, classify_stream, stream_classifier
 
     found = None
+    if detector is not None and backend != "torch":
+        raise UserError("--detector runs with the checkpoint in PyTorch; leave out --backend onnx")
     if detector is not None:
         from cascade_cli.anomaly.detector import open_detector
 
@@ -258,7 +268,7 @@ def _predict_stream(checkpoint: str, stream: str, *, layout: str | None, window:
         if resolve_checkpoint(checkpoint, "best", kind="finetune").resolve() != classifier.path.resolve():
             raise UserError(f"--detector {detector}: fitted on {classifier.path}, not on {checkpoint}")
     else:
-        classifier = load_classifier(checkpoint, device)
+        classifier = open_classifier(checkpoint, backend, device)
     streamer = stream_classifier(classifier, layout=layout, detector=found, **options)
     if stream == "-":
         source, live = sys.stdin, True

@@ -18,6 +18,7 @@ from torch import Tensor
 
 from cascade_cli.config import EXIT_RULES
 from cascade_cli.errors import UserError
+from cascade_cli.inference.backend import as_backend
 
 FINAL = "final"  # where a clip that took no exit leaves: the main head
 
@@ -70,26 +71,28 @@ class LeaveRule:
 
 def require_exit_head(classifier) -> None:
     """A clear error for a checkpoint without the exit heads the cascade needs."""
-    if not len(getattr(classifier.model, "exits", {})):
+    if not classifier.backend.exits:
         raise UserError(f"{classifier.path}: this checkpoint has no exit head; fit one first with "
                         "`cascade exits fit CHECKPOINT --out FILE`")
 
 
 def exit_places(model) -> list[str]:
-    """Where a clip can leave: the model's exits in order, then FINAL."""
-    return [*model.exits.order(model), FINAL]
+    """Where a clip can leave: the exits of a model (or inference backend) in order, then FINAL."""
+    return [*as_backend(model).exits, FINAL]
 
 
 @torch.no_grad()
 def cascade_forward(model, x: Tensor, pad_mask: Tensor | None, threshold: float,
                     rule: str = "max_softmax") -> tuple[Tensor, Tensor, Tensor]:
-    """(B, T, J, C) clips -> (B, K) logits, (B, d) pooled features (the main head's input; NaN where
-    the clip left, as they were never computed) and (B,) long, the index in exit_places(model) of
-    where each clip left. A threshold no exit can reach (above 1; for patience, more than the exits)
-    runs the full model for every clip."""
+    """(B, T, J, C) clips through a model with exit heads, or an inference backend (PyTorch or
+    ONNX Runtime, inference.backend) -> (B, K) logits, (B, d) pooled features (the main head's
+    input; NaN where the clip left, as they were never computed) and (B,) long, the index in
+    exit_places(model) of where each clip left. A threshold no exit can reach (above 1; for
+    patience, more than the exits) runs the full model for every clip."""
+    backend = as_backend(model)
     rule = LeaveRule(rule, threshold, len(x), x.device)
-    out = model.exits.run(model, x, pad_mask, rule)
-    places = exit_places(model)
+    out = backend.cascade(x, pad_mask, rule)
+    places = exit_places(backend)
     left_at = torch.where(rule.left_at < 0, len(places) - 1, rule.left_at)
     logits = torch.empty_like(out.exits[places[0]])  # (B, K)
     for k, name in enumerate(places[:-1]):
@@ -97,6 +100,6 @@ def cascade_forward(model, x: Tensor, pad_mask: Tensor | None, threshold: float,
             here = left_at == k
             logits[here] = out.exits[name][here]
     logits[out.stayed] = out.logits.float()
-    pooled = torch.full((len(x), model.t1.pos_embedding.shape[-1]), float("nan"), device=x.device)
+    pooled = torch.full((len(x), out.pooled.shape[-1]), float("nan"), device=x.device)
     pooled[out.stayed] = out.pooled.float()
     return logits, pooled, left_at

@@ -17,6 +17,7 @@ from cascade_cli.data.format import PreparedDataset
 from cascade_cli.data.pipeline import model_input_shape
 from cascade_cli.data.registry import KNOWN_DATASETS
 from cascade_cli.errors import UserError
+from cascade_cli.inference.backend import Backend, TorchBackend
 from cascade_cli.layouts import Layout
 from cascade_cli.model import CascadeFormer, build_classifier
 from cascade_cli.model.exits import add_exits
@@ -25,11 +26,16 @@ from cascade_cli.runtime import resolve_device
 
 @dataclass
 class Classifier:
-    model: CascadeFormer  # in eval mode, on `device`
+    model: CascadeFormer | None  # in eval mode, on `device`; None for an exported model (export.runtime)
     config: Config  # the run config the checkpoint was trained with
     meta: dict  # the checkpoint's metadata: dataset, protocol, layout, class names, epoch, ...
-    path: Path  # the checkpoint file
+    path: Path  # the checkpoint file (an export's metadata file)
     device: torch.device
+    backend: Backend | None = None  # what runs the model; None: `model` itself, in PyTorch
+
+    def __post_init__(self):
+        if self.backend is None:
+            self.backend = TorchBackend(self.model)
 
     @property
     def class_names(self) -> list[str]:

@@ -50,17 +50,16 @@ def _score(classifier: Classifier, items: Dataset, clips: int, views: int, batch
     """`items` holds each clip as consecutive items (its `views`, and their mirrors with
     data.eval_flip) -> per-clip (logits, embeddings, labels, exits), the views' means. With an exit threshold, the cascade (inference.cascade) scores: clips that leave early
     have NaN embeddings, and exits names where each left; None without one."""
-    model, device = classifier.model, classifier.device
+    backend, device = classifier.backend, classifier.device
     loader = DataLoader(items, batch_size=batch_size, collate_fn=collate_clips, num_workers=workers)
     logits, embeddings, labels, left_at = [], [], [], []
     with reporter.track(f"scoring {clips} clips x {views} view(s)", len(items)) as advance:
         for batch in loader:
             x, _, pad, _ = to_device(batch, device)
             if exit_threshold is None:
-                pooled = model.embed(x, pad)  # (B, d)
-                z = model.head(pooled)
+                z, pooled = backend.forward(x, pad)  # (B, K), (B, d)
             else:
-                z, pooled, where = cascade_forward(model, x, pad, exit_threshold, exit_rule)
+                z, pooled, where = cascade_forward(backend, x, pad, exit_threshold, exit_rule)
                 left_at.append(where.cpu())
             logits.append(z.float().cpu())
             embeddings.append(pooled.float().cpu())
@@ -73,7 +72,7 @@ def _score(classifier: Classifier, items: Dataset, clips: int, views: int, batch
         return torch.cat(chunks).reshape(clips, per, -1).mean(1).numpy()
 
     return (per_clip(logits), per_clip(embeddings), torch.cat(labels)[::per].numpy().astype(np.int64),
-            np.array(exit_places(model))[torch.cat(left_at).numpy()] if left_at else None)
+            np.array(exit_places(backend))[torch.cat(left_at).numpy()] if left_at else None)
 
 
 def _check_views(classifier: Classifier, views: int) -> None:

@@ -88,14 +88,14 @@ class StreamClassifier:
         x = torch.stack([model_input(clip, classifier, image_size=self.image_size, flipped=flipped,
                                      without_confidence=self.without_confidence) for flipped in flips])
         x = x.to(classifier.device)  # (views, T, J, C)
-        model = classifier.model
+        backend = classifier.backend
         record: dict = {"window": [window.first, window.last]}
         if self.exit_threshold is None:  # logits and features averaged over the views, as the scorer does
-            pooled = model.embed(x)
-            logits, pooled = model.head(pooled).mean(0, keepdim=True), pooled.mean(0, keepdim=True)
+            logits, pooled = backend.forward(x, None)
+            logits, pooled = logits.mean(0, keepdim=True), pooled.mean(0, keepdim=True)
         else:
-            logits, pooled, at = cascade_forward(model, x, None, self.exit_threshold, self.exit_rule)
-            record["exit"] = exit_places(model)[int(at[0])]
+            logits, pooled, at = cascade_forward(backend, x, None, self.exit_threshold, self.exit_rule)
+            record["exit"] = exit_places(backend)[int(at[0])]
         logits, pooled = logits.float().cpu().numpy(), pooled.float().cpu().numpy()
         if self.detector is None:
             probs = torch.from_numpy(logits[0]).softmax(-1)
