@@ -115,20 +115,21 @@ def top1(scores) -> float:
     return 100 * float((scores.predictions == scores.labels).mean())
 
 
-def selected_checkpoint(run: Path) -> Path:
-    """The checkpoint of the trainer's selection rule (best validation top-1, a tie to the lower
-    validation loss), read from metrics.csv: a run trained before ties were broken kept the first of
-    equals in best.safetensors, and its epoch checkpoints hold the rule's choice."""
+def validation_epochs(run: Path) -> list[dict]:
     with open(run / "metrics.csv") as fh:
-        rows = [row for row in csv.DictReader(fh) if row["stage"] == "finetune"]
-    chosen = int(max(rows, key=lambda r: (float(r["val_top1"]), -float(r["val_loss"]), -int(r["epoch"])))["epoch"])
+        return [{"epoch": int(r["epoch"]), "top1": float(r["val_top1"]), "loss": float(r["val_loss"])}
+                for r in csv.DictReader(fh) if r["stage"] == "finetune"]
+
+
+def epoch_checkpoint(run: Path, epoch: int) -> Path:
+    """The weights of `epoch`: best.safetensors when it holds them, else the kept epoch checkpoint."""
     best = run / "checkpoints" / "best.safetensors"
-    if load_classifier(best, "cpu").meta.get("epoch") == chosen:
+    if load_classifier(best, "cpu").meta.get("epoch") == epoch:
         return best
-    epoch_file = run / "checkpoints" / f"epoch-{chosen:04d}.safetensors"
-    if not epoch_file.is_file():
-        raise SystemExit(f"{run}: the selection rule picks epoch {chosen}, whose checkpoint was not kept")
-    return epoch_file
+    kept = run / "checkpoints" / f"epoch-{epoch:04d}.safetensors"
+    if not kept.is_file():
+        raise SystemExit(f"{run}: epoch {epoch}'s checkpoint was not kept")
+    return kept
 
 
 def arm_row(gap: Gap, arm: str) -> dict:
@@ -137,19 +138,27 @@ def arm_row(gap: Gap, arm: str) -> dict:
     cached = run / "gap_row.json"
     if cached.is_file() and cached.stat().st_mtime > (run / "checkpoints" / "best.safetensors").stat().st_mtime:
         return json.loads(cached.read_text())
-    classifier = load_classifier(selected_checkpoint(run))
+    epochs = validation_epochs(run)
+    best_top1 = max(e["top1"] for e in epochs)
+    tied = [e for e in epochs if e["top1"] == best_top1]
+    # The trainer's rule: a tie goes to the lower validation loss. Runs trained before that rule kept
+    # the first of the tied epochs; the report scores the rule's choice, and the first one beside it.
+    chosen, first = min(tied, key=lambda e: (e["loss"], e["epoch"]))["epoch"], tied[0]["epoch"]
+    classifier = load_classifier(epoch_checkpoint(run, chosen))
     dataset = open_dataset(classifier.config.data.path)
     val, test = score_split(classifier, "val", data=dataset), score_split(classifier, "test", data=dataset)
     # The same loaded model, scored with and without the mirrored views.
     flipped = replace(classifier, config=replace(classifier.config, data=replace(classifier.config.data, eval_flip=True)))
     plain = replace(classifier, config=replace(classifier.config, data=replace(classifier.config.data, eval_flip=False)))
-    epochs = sorted((run / "checkpoints").glob("epoch-*.safetensors")) if arm in gap.diagnosed else []
-    on_test = {int(p.stem.split("-")[1]): top1(score_split(load_classifier(p), "test", data=dataset)) for p in epochs}
+    kept = sorted((run / "checkpoints").glob("epoch-*.safetensors")) if arm in gap.diagnosed else []
+    on_test = {int(p.stem.split("-")[1]): top1(score_split(load_classifier(p), "test", data=dataset)) for p in kept}
     best_epoch = max(on_test, key=lambda e: (on_test[e], -e)) if on_test else None
     row = {"arm": arm, "change": " ".join(gap.arms[arm][0] + gap.arms[arm][1]) or "(the fast recipe)",
            "epoch": classifier.meta.get("epoch"), "val": top1(val), "test": top1(test),
            "test_plain": top1(score_split(plain, "test", data=dataset)),
            "test_flip": top1(score_split(flipped, "test", data=dataset)),
+           "ties": len(tied), "first_tie": first, "test_first_tie": top1(test) if first == chosen else
+           top1(score_split(load_classifier(epoch_checkpoint(run, first)), "test", data=dataset)),
            "diag": on_test.get(best_epoch, float("nan")), "diag_epoch": best_epoch if on_test else "-",
            "hours": hours(run) + hours(pretrain_dir(gap, gap.arms[arm][0]))}
     cached.write_text(json.dumps(row, indent=2) + "\n")
@@ -175,13 +184,15 @@ def report(gap: Gap) -> None:
         rows.append({"arm": "ensemble", "change": "+".join(done) + ", weights on val "
                      + "/".join(f"{r['weight']:.2f}" for r in fused["ensemble"]), "epoch": "-",
                      "val": 100 * fused["val_top1"], "test": 100 * fused["top1"], "test_plain": float("nan"),
-                     "test_flip": float("nan"),
+                     "test_flip": float("nan"), "ties": "-", "first_tie": "-", "test_first_tie": float("nan"),
                      "diag": float("nan"), "diag_epoch": "-", "hours": sum(r["hours"] for r in rows if r["arm"] in done)})
     print_table(f"{gap.title}, one change at a time (paper: {gap.paper} %); "
                 "'test, best epoch' is the diagnostic of choosing on test", rows, [
         ("arm", "arm", ""), ("change", "change", ""), ("epoch", "epoch (val)", ""), ("val", "val top-1", ".2f"),
         ("test", "test top-1", ".2f"), ("test_plain", "test, plain view", ".2f"),
-        ("test_flip", "test, + flip views", ".2f"), ("diag", "test, best epoch", ".2f"),
+        ("test_flip", "test, + flip views", ".2f"), ("ties", "epochs tied on val", ""),
+        ("first_tie", "first tied", ""), ("test_first_tie", "test, first tied", ".2f"),
+        ("diag", "test, best epoch", ".2f"),
         ("diag_epoch", "at epoch", ""), ("hours", "CPU h", ".2f")])
     (out / "gap.json").write_text(json.dumps(rows, indent=2) + "\n")
 
