@@ -28,6 +28,7 @@ from cascade_cli.data.nucla import prepare_nucla
 from cascade_cli.data.penn import prepare_penn
 from cascade_cli.ensemble import ensemble_report
 from cascade_cli.inference import load_classifier, score_split
+from cascade_cli.training.loop import Selection
 
 FLIP = ["data.flip=0.5", "data.eval_flip=true"]
 
@@ -143,7 +144,10 @@ def arm_row(gap: Gap, arm: str) -> dict:
     tied = [e for e in epochs if e["top1"] == best_top1]
     # The trainer's rule: a tie goes to the lower validation loss. Runs trained before that rule kept
     # the first of the tied epochs; the report scores the rule's choice, and the first one beside it.
-    chosen, first = min(tied, key=lambda e: (e["loss"], e["epoch"]))["epoch"], tied[0]["epoch"]
+    rule = Selection("val", higher_is_better=True, patience=0)  # the trainer's own rule, replayed
+    for e in epochs:
+        rule.update(e["epoch"], e["top1"], e["loss"])
+    chosen, first = rule.best_epoch, tied[0]["epoch"]
     classifier = load_classifier(epoch_checkpoint(run, chosen))
     dataset = open_dataset(classifier.config.data.path)
     val, test = score_split(classifier, "val", data=dataset), score_split(classifier, "test", data=dataset)
