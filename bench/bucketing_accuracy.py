@@ -28,7 +28,7 @@ from cascade_cli.training import finetune, pretrain
 
 COLUMNS = [("batching", "batching", ""), ("padding", "padding", ".0%"), ("finetune_s", "finetune s", ".0f"),
            ("val_top1", "best val top-1", ".2%"), ("top1", "test top-1", ".2%"), ("macro", "class mean", ".2%")]
-VARIABLE_LENGTH = ["data.frames=0", "model.max_frames=700"]
+VARIABLE_LENGTH = ["data.frames=0", "model.max_frames=700", "data.max_frames_per_batch=0"]  # batches of 32 clips
 
 
 def main() -> None:

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from cascade_cli.config import load_config
 from cascade_cli.model import build_classifier, padding_mask
 from cascade_cli.data.splits import run_splits
-from cascade_cli.runtime import autocast_dtype
+from cascade_cli.runtime import choose_precision
 from cascade_cli.training.fast_dropout import use_fast_dropout
 from cascade_cli.training.loop import make_loader
 from cascade_cli.training.optim import build_optimizer
@@ -45,7 +45,7 @@ def model_rate(cfg, splits, steps: int) -> float:
                                                                batch_size=32, epoch=1))]
     model = use_fast_dropout(build_classifier(cfg.model, 13, 2, splits.dataset.num_classes).train())
     optimizer = build_optimizer(list(model.parameters()), cfg.finetune.optim)
-    amp = autocast_dtype(cfg.amp, torch.device("cpu"))[0]
+    amp = choose_precision(cfg.amp, torch.device("cpu")).dtype
 
     def step(batch):
         with torch.autocast("cpu", dtype=amp, enabled=amp is not None):

@@ -31,10 +31,13 @@ class DataConfig:
     path: str = ""
     # Which protocol of the dataset's manifest to use (e.g. xsub, xview, cross_view).
     protocol: str = ""
-    # Batches of similar clip length (less padding, same results: padding is masked), and an optional
-    # cap on frames per batch (batch x longest clip) instead of a fixed clip count; 0 = no cap.
+    # Batches of similar clip length (less padding, same results: padding is masked), and a cap on
+    # the frames of a training batch (clips x longest clip) instead of a fixed clip count; 0 = no
+    # cap. -1 = auto: on CPU, for clips of their own length (frames: 0), batch_size x the mean
+    # training clip length, so an epoch keeps its steps and its mean batch while long clips go in
+    # smaller batches that stay in the caches (about twice the samples/s on Penn Action); else no cap.
     bucketing: bool = True
-    max_frames_per_batch: int = field(default=0, metadata=_range(0))
+    max_frames_per_batch: int = field(default=-1, metadata=_range(-1))
     # Train, validate and evaluate only these classes, by name or 0-based index; empty: all classes.
     # The head keeps one output per dataset class; the others simply never occur as targets.
     classes: list[str] = field(default_factory=list)
@@ -186,6 +189,7 @@ class PretrainConfig(StageConfig):
 EXIT_RULES = ("max_softmax", "entropy", "patience")
 EXIT_PLACES = ("t1", "layers")  # where exit heads sit: after T1, or after every encoder layer of T1 and T2
 BACKENDS = ("torch", "onnx")  # what runs a model at inference (cascade_cli.inference.backend)
+INFERENCE_PRECISIONS = ("fp32", "bf16", "fp16")  # inference autocast, fp32 unless asked (runtime.inference_dtype)
 
 
 @dataclass
@@ -255,7 +259,8 @@ class Config:
     # auto (CUDA if available), cpu, cuda, cuda:N.
     device: str = "auto"
     # Mixed precision: auto = bf16 on GPUs that support it (else fp16 with loss scaling) and on
-    # CPUs with AMX bf16 tiles (about twice as fast there); float32 on other CPUs. off = float32.
+    # CPUs with bf16 matrix hardware (AMX, AVX-512 BF16, Arm BF16: two to four times faster
+    # there); float32 on other CPUs, where bf16 is emulated. off = float32. The run log says which.
     amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
     # Compile the model with torch.compile for training (worth it for long runs on GPUs).
     compile: bool = False

@@ -64,10 +64,10 @@ def _check_runs(checkpoints: Sequence[str | Path], metas: list[dict], val: list[
 
 
 def ensemble_report(checkpoints: Sequence[str | Path], *, device: str | None = None, batch_size: int | None = None,
-                    out: str | Path | None = None, reporter: Reporter | None = None) -> dict:
+                    out: str | Path | None = None, reporter: Reporter | None = None, precision: str = "fp32") -> dict:
     """Fuse the runs' test probabilities with weights chosen on their shared validation split; write
     the report (default: eval_test_ensemble.json beside the first checkpoint). Returns it."""
-    classifiers = [load_classifier(c, device) for c in checkpoints]
+    classifiers = [load_classifier(c, device, precision) for c in checkpoints]
     val, test = [], []
     for classifier in classifiers:
         dataset = open_dataset(classifier.config.data.path)
@@ -86,7 +86,7 @@ def ensemble_report(checkpoints: Sequence[str | Path], *, device: str | None = N
                       "val_top1": float((v.predictions == v.labels).mean()),
                       "test_top1": float((t.predictions == t.labels).mean())}
                      for c, w, v, t in zip(classifiers, weights, val, test)],
-        "weights_chosen_on": "val", "val_top1": val_top1,
+        "weights_chosen_on": "val", "val_top1": val_top1, "precision": precision,
         "dataset": first.meta.get("dataset"), "protocol": first.meta["protocol"], "split": "test",
         "clips": len(labels), "top1": float(np.trace(confusion)) / len(labels),
         "top5": topk_accuracy(fused, labels, 5), "macro": macro_accuracy(confusion),

@@ -124,15 +124,16 @@ def write_scores(path: Path, names: np.ndarray, labels: np.ndarray, logits: np.n
 def evaluate(checkpoint: str | Path, *, data_path: str | None = None, split: str = "test",
              device: str | None = None, batch_size: int | None = None, out: str | Path | None = None,
              reporter: Reporter | None = None, breakdown: bool = False, clips: int = 1,
-             save_scores: bool = False) -> dict:
+             save_scores: bool = False, precision: str = "fp32") -> dict:
     """Score a finetuning checkpoint on a split and write the JSON report (and its side files).
 
     breakdown: per-class table, confusion matrix as CSV and PNG, and for NTU the single- vs
     two-person numbers. clips: K deterministic temporal views per clip whose logits are averaged.
     save_scores: per-clip logits, labels and predictions as .npz for ensembling. Side files are
     named after the report: `eval_test.json` gets `eval_test_confusion.csv/.png`, `eval_test_scores.npz`.
+    precision: fp32 unless asked (bf16, fp16: autocast); the report records it.
     """
-    classifier = load_classifier(checkpoint, device)
+    classifier = load_classifier(checkpoint, device, precision)
     ds, ckpt_path = open_dataset(data_path or classifier.config.data.path), classifier.path
     scores = score_split(classifier, split, data=ds, views=clips, batch_size=batch_size, reporter=reporter)
     logits, labels = scores.logits, scores.labels
@@ -140,6 +141,7 @@ def evaluate(checkpoint: str | Path, *, data_path: str | None = None, split: str
     report = {
         "checkpoint": str(ckpt_path), "dataset": ds.name, "dataset_path": str(ds.path),
         "protocol": classifier.meta["protocol"], "split": split, "clips": len(labels), "views": clips,
+        "precision": precision,
         "top1": float(np.trace(confusion)) / len(labels), "top5": topk_accuracy(logits, labels, 5),
         "macro": macro_accuracy(confusion),
         "model": {"variant": classifier.config.model.variant, "epoch": classifier.meta.get("epoch"),

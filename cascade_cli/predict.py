@@ -15,13 +15,17 @@ from cascade_cli.errors import UserError
 from cascade_cli.inference import Classifier, load_classifier, score_inputs
 
 
-def open_classifier(source: str | Path, backend: str = "torch", device: str | None = None) -> Classifier:
-    """A checkpoint run in PyTorch (backend "torch"), or a `cascade export` folder run in ONNX
-    Runtime on the CPU ("onnx"): the same Classifier either way, so preprocessing is the same."""
+def open_classifier(source: str | Path, backend: str = "torch", device: str | None = None,
+                    precision: str = "fp32") -> Classifier:
+    """A checkpoint run in PyTorch (backend "torch") in `precision`, or a `cascade export` folder run
+    in ONNX Runtime on the CPU ("onnx", float32): the same Classifier either way, so preprocessing is
+    the same."""
     if backend == "torch":
-        return load_classifier(source, device)
+        return load_classifier(source, device, precision)
     if backend != "onnx":
         raise UserError(f"--backend {backend}: use one of {', '.join(BACKENDS)}")
+    if precision != "fp32":
+        raise UserError(f"--precision {precision}: an exported model runs as exported, in float32; leave it out")
     if device not in (None, "cpu"):
         raise UserError(f"--device {device}: --backend onnx runs on the CPU; leave --device and --gpu out")
     from cascade_cli.export.runtime import load_exported
@@ -32,13 +36,14 @@ def open_classifier(source: str | Path, backend: str = "torch", device: str | No
 def predict(checkpoint: str | Path, inputs: list[str | Path], *, top_k: int = 5, raw: bool = False,
             device: str | None = None, image_size: tuple[float, float] | None = None, views: int = 1,
             without_confidence: bool = False, exit_threshold: float | None = None,
-            exit_rule: str = "max_softmax", backend: str = "torch") -> list[dict]:
+            exit_rule: str = "max_softmax", backend: str = "torch", precision: str = "fp32") -> list[dict]:
     """Top-k classes, probabilities and logits for every clip of every input file. A clip read
     without the confidence channel its model uses (accepted with without_confidence) carries a note.
     With `exit_threshold` and `exit_rule` (from `cascade evaluate --early-exit`), clips go through
     the early-exit cascade and each says where it left (an exit's name, or "final"). backend="onnx"
-    reads an export folder (`cascade export`) as `checkpoint` and runs it in ONNX Runtime."""
-    classifier = open_classifier(checkpoint, backend, device)
+    reads an export folder (`cascade export`) as `checkpoint` and runs it in ONNX Runtime. precision:
+    fp32 unless asked (bf16, fp16: autocast, runtime.inference_dtype)."""
+    classifier = open_classifier(checkpoint, backend, device, precision)
     scores = score_inputs(classifier, inputs, raw=raw, image_size=image_size, views=views,
                           without_confidence=without_confidence, exit_threshold=exit_threshold,
                           exit_rule=exit_rule)

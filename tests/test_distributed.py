@@ -5,8 +5,6 @@ import os
 import subprocess
 import sys
 
-import pytest
-
 from tests.conftest import TINY
 
 # No dropout: the two runs must see the same function, so their losses can be compared step for step.
@@ -55,32 +53,3 @@ def test_gradient_accumulation_keeps_the_global_batch(tiny_dataset, tmp_path):
     cfg.accumulate = 4
     train.finetune(cfg, tmp_path / "accumulated", quiet)
     assert all(abs(a - b) < 1e-4 for a, b in zip(losses(tmp_path / "whole"), losses(tmp_path / "accumulated")))
-
-
-def test_bf16_autocast_path_runs_on_cpu(tiny_dataset, tmp_path):
-    import cascade_cli.training as train
-    from cascade_cli.config import load_config
-    from cascade_cli.progress import Reporter
-
-    cfg = load_config(None, [*TINY, "pretrain.epochs=1", "finetune.epochs=1", "amp=bf16"],
-                      base={"data": {"path": str(tiny_dataset)}})
-    train.pretrain(cfg, tmp_path / "pre", Reporter(quiet=True))
-    cfg.finetune.pretrained = str(tmp_path / "pre")
-    train.finetune(cfg, tmp_path / "ft", Reporter(quiet=True))
-    (line,) = (tmp_path / "ft" / "metrics.jsonl").read_text().splitlines()
-    assert 0 < json.loads(line)["train_loss"] < 10
-
-
-@pytest.mark.parametrize("amx", [True, False])
-def test_auto_precision_follows_the_hardware(monkeypatch, amx):
-    import torch
-
-    import cascade_cli.runtime as runtime
-
-    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: amx)
-    cpu = torch.device("cpu")
-    assert runtime.autocast_dtype("auto", cpu) == ((torch.bfloat16 if amx else None), None)
-    assert runtime.autocast_dtype("off", cpu) == (None, None)
-    assert runtime.autocast_dtype("bf16", cpu) == (torch.bfloat16, None)
-    dtype, warning = runtime.autocast_dtype("fp16", cpu)
-    assert dtype is None and "needs CUDA" in warning

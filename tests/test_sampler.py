@@ -148,3 +148,33 @@ def test_bucketing_does_not_change_any_clips_logits(tiny_dataset):
     bucketed, random = logits(True), logits(False)
     assert bucketed.keys() == random.keys() == set(range(ds.num_clips))
     assert all(torch.allclose(bucketed[i], random[i], atol=1e-5) for i in bucketed)
+
+
+def _budget(setting, device="cpu", frames=0, lengths=None):
+    import torch
+
+    from cascade_cli.training.loop import frame_budget
+
+    return frame_budget(setting, penn_like(1195) if lengths is None else lengths, 32, frames, torch.device(device))
+
+
+def test_auto_frame_budget_only_on_cpu_for_clips_of_their_own_length():
+    lengths = penn_like(1195)
+    budget, why = _budget(-1, lengths=lengths)
+    assert budget == round(32 * lengths.mean()) and "auto on cpu" in why
+    assert _budget(-1, device="cuda")[0] == 0  # a GPU takes 32 long clips in its stride
+    assert _budget(-1, frames=48)[0] == 0  # fixed-length clips: a budget would only restate the batch size
+    assert _budget(0) == (0, "32 clips per batch")
+    assert _budget(1500) == (1500, "up to 1500 frames per batch")
+
+
+def test_auto_frame_budget_keeps_the_steps_of_an_epoch():
+    """The recipe's learning rate schedule and its number of updates stay as tuned: the auto budget
+    cuts about as many batches as fixed batches of 32 clips, while no batch of long clips holds 32."""
+    lengths = penn_like(1195)
+    budget, _ = _budget(-1, lengths=lengths)
+    fixed = epoch(LengthBucketSampler(lengths, 32, seed=0), 0)
+    capped = epoch(LengthBucketSampler(lengths, 32, seed=0, max_frames_per_batch=budget), 0)
+    assert abs(len(capped) - len(fixed)) <= 0.15 * len(fixed)
+    longest = max(capped, key=lambda b: lengths[b].max())
+    assert len(longest) * lengths[longest].max() <= budget and len(longest) < 8

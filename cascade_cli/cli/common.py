@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from cascade_cli.config import EXIT_RULES, Config, dump_yaml
+from cascade_cli.config import EXIT_RULES, INFERENCE_PRECISIONS, Config, dump_yaml
 from cascade_cli.errors import UserError
 
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -143,3 +143,9 @@ ExitRule = choice_enum("ExitRule", EXIT_RULES)
 ExitRuleOpt = typer.Option(ExitRule("max_softmax"), "--rule", metavar="RULE", help="When a clip leaves at an exit: "
                            "max_softmax (its top probability reaches the threshold), entropy (1 - entropy / log K "
                            "does) or patience (the last THRESHOLD exits agree on the class).")
+
+Precision = choice_enum("Precision", INFERENCE_PRECISIONS)
+PrecisionOpt = typer.Option(Precision("fp32"), "--precision", metavar="fp32|bf16|fp16", help="Inference "
+                            "precision: fp32 (the figures reports mean), or bf16 / fp16 autocast (fp16 on CUDA "
+                            "only), faster where the hardware computes in bf16 (GPUs, AMX, AVX-512 BF16); a near "
+                            "tie between two classes can then flip.")

@@ -10,8 +10,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from cascade_cli.cli.common import (DeviceOpt, ExitRule, ExitRuleOpt, GpuOpt, QuietOpt, choice_enum, device_of,
-                                    err_console, cli_command, print_report)
+from cascade_cli.cli.common import (DeviceOpt, ExitRule, ExitRuleOpt, GpuOpt, Precision, PrecisionOpt, QuietOpt,
+                                    choice_enum, device_of, err_console, cli_command, print_report)
 from cascade_cli.config import BACKENDS
 from cascade_cli.data.splits import SPLITS
 
@@ -48,6 +48,7 @@ def evaluate(
     ensemble: bool = typer.Option(False, "--ensemble", help="Fuse the runs (e.g. joint, bone and motion streams) "
                                   "into one classifier: a weighted sum of their probabilities, the weights "
                                   "chosen on the shared validation split; writes eval_test_ensemble.json."),
+    precision: Precision = PrecisionOpt,
     gpu: Optional[int] = GpuOpt, device: Optional[str] = DeviceOpt, quiet: bool = QuietOpt,
 ) -> None:
     """Top-1, top-5 and class-mean accuracy of a finetuned model on the test split, as tables and JSON.
@@ -70,8 +71,11 @@ def evaluate(
             from cascade_cli.errors import UserError
             raise UserError("--ensemble reports on the test split with each run's own views: it does not combine "
                             "with --early-exit, --split, --clips, --per-class-breakdown or --save-scores")
-        return _ensemble(checkpoints, batch_size, out, dev, quiet)
+        return _ensemble(checkpoints, batch_size, out, dev, precision.value, quiet)
     if early_exit:
+        if precision.value != "fp32":
+            from cascade_cli.errors import UserError
+            raise UserError("--early-exit measures compute and time in float32; leave out --precision")
         if breakdown or clips != 1 or save_scores or split.value != "test":
             from cascade_cli.errors import UserError
             raise UserError("--early-exit reports on the test split with one view per clip: it does not combine "
@@ -79,7 +83,8 @@ def evaluate(
         return _early_exit(checkpoints, data, max_drop, budget, exit_rule.value, batch_size, out, dev, quiet)
     several = len(checkpoints) > 1
     reports = [run_evaluate(c, data_path=data, split=split.value, device=dev, batch_size=batch_size,
-                            out=None if several else out, breakdown=breakdown, clips=clips, save_scores=save_scores)
+                            out=None if several else out, breakdown=breakdown, clips=clips, save_scores=save_scores,
+                            precision=precision.value)
                for c in checkpoints]
     console = Console()
     if several:
@@ -105,10 +110,10 @@ def evaluate(
 
 
 def _ensemble(checkpoints: list[str], batch_size: int | None, out: Path | None, device: str | None,
-              quiet: bool) -> None:
+              precision: str, quiet: bool) -> None:
     from cascade_cli.ensemble import ensemble_report
 
-    r = ensemble_report(checkpoints, device=device, batch_size=batch_size, out=out)
+    r = ensemble_report(checkpoints, device=device, batch_size=batch_size, out=out, precision=precision)
     if quiet:
         typer.echo(f"top1 {100 * r['top1']:.2f}  top5 {100 * r['top5']:.2f}  macro {100 * r['macro']:.2f}")
         return
@@ -200,6 +205,7 @@ def predict(
     backend: Backend = typer.Option(Backend("torch"), "--backend", metavar="torch|onnx", help="What runs the "
                                     "model: torch (the checkpoint, in PyTorch) or onnx (a `cascade export` folder "
                                     "given as CHECKPOINT, in ONNX Runtime on the CPU); preprocessing is the same."),
+    precision: Precision = PrecisionOpt,
     gpu: Optional[int] = GpuOpt, device: Optional[str] = DeviceOpt,
 ) -> None:
     """Classify raw skeleton files, or a live pose stream, with a trained model, through the model's
@@ -220,7 +226,7 @@ def predict(
         return _predict_stream(checkpoint, stream, layout=layout, window=window, stride=stride, detector=detector,
                                strict=strict, top_k=top_k, image_size=image_size, without_confidence=without_confidence,
                                exit_threshold=early_exit, exit_rule=exit_rule.value, device=device_of(gpu, device),
-                               backend=backend.value)
+                               backend=backend.value, precision=precision.value)
     if not inputs:
         raise UserError("give the input files to classify, or --stream FILE|- for a pose stream")
     if layout or detector or strict:
@@ -228,7 +234,7 @@ def predict(
 
     results = run_predict(checkpoint, inputs, top_k=top_k, raw=raw, device=device_of(gpu, device), image_size=image_size,
                           views=clips, without_confidence=without_confidence, exit_threshold=early_exit,
-                          exit_rule=exit_rule.value, backend=backend.value)
+                          exit_rule=exit_rule.value, backend=backend.value, precision=precision.value)
     if as_json:
         typer.echo(json.dumps(results, indent=2))
         return
@@ -247,7 +253,8 @@ def predict(
 
 
 def _predict_stream(checkpoint: str, stream: str, *, layout: str | None, window: int, stride: int,
-                    detector: Path | None, strict: bool, device: str | None, backend: str, **options) -> None:
+                    detector: Path | None, strict: bool, device: str | None, backend: str, precision: str,
+                    **options) -> None:
     """One JSON line per window on stdout as soon as it is classified; the counts at the end on stderr."""
     import json
     import sys
@@ -260,6 +267,8 @@ def _predict_stream(checkpoint: str, stream: str, *, layout: str | None, window:
     found = None
     if detector is not None and backend != "torch":
         raise UserError("--detector runs with the checkpoint in PyTorch; leave out --backend onnx")
+    if detector is not None and precision != "fp32":
+        raise UserError("--detector scores in float32, as it was fitted; leave out --precision")
     if detector is not None:
         from cascade_cli.anomaly.detector import open_detector
 
@@ -268,7 +277,7 @@ def _predict_stream(checkpoint: str, stream: str, *, layout: str | None, window:
         if resolve_checkpoint(checkpoint, "best", kind="finetune").resolve() != classifier.path.resolve():
             raise UserError(f"--detector {detector}: fitted on {classifier.path}, not on {checkpoint}")
     else:
-        classifier = open_classifier(checkpoint, backend, device)
+        classifier = open_classifier(checkpoint, backend, device, precision)
     streamer = stream_classifier(classifier, layout=layout, detector=found, **options)
     if stream == "-":
         source, live = sys.stdin, True

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+import torch
 from torch import Tensor
 
 from cascade_cli.model.exits import CascadeOutput, LeaveRule
@@ -28,11 +29,16 @@ class Backend(Protocol):
 
 
 class TorchBackend:
-    """The PyTorch model in this process, on its own device. It reads the model on every call, so
-    exit heads added to it later (`cascade exits fit`) are seen."""
+    """The PyTorch model in this process, on its own device, in float32 or under `autocast` (a
+    dtype; outputs are handed back in float32). It reads the model on every call, so exit heads
+    added to it later (`cascade exits fit`) are seen."""
 
-    def __init__(self, model):
-        self.model = model
+    def __init__(self, model, autocast: torch.dtype | None = None):
+        self.model, self.autocast = model, autocast
+
+    def _precision(self) -> torch.autocast:
+        device = next(self.model.parameters()).device.type
+        return torch.autocast(device, dtype=self.autocast, enabled=self.autocast is not None)
 
     @property
     def exits(self) -> list[str]:
@@ -40,11 +46,13 @@ class TorchBackend:
         return exits.order(self.model) if exits is not None else []
 
     def forward(self, x: Tensor, pad_mask: Tensor | None) -> tuple[Tensor, Tensor]:
-        pooled = self.model.embed(x, pad_mask)  # (B, d)
-        return self.model.head(pooled), pooled
+        with self._precision():
+            pooled = self.model.embed(x, pad_mask)  # (B, d)
+            return self.model.head(pooled).float(), pooled.float()
 
     def cascade(self, x: Tensor, pad_mask: Tensor | None, leave: LeaveRule) -> CascadeOutput:
-        return self.model.exits.run(self.model, x, pad_mask, leave)
+        with self._precision():
+            return self.model.exits.run(self.model, x, pad_mask, leave)
 
 
 def as_backend(model_or_backend) -> Backend:

@@ -21,7 +21,7 @@ from cascade_cli.inference.backend import Backend, TorchBackend
 from cascade_cli.layouts import Layout
 from cascade_cli.model import CascadeFormer, build_classifier
 from cascade_cli.model.exits import add_exits
-from cascade_cli.runtime import resolve_device
+from cascade_cli.runtime import inference_dtype, resolve_device
 
 
 @dataclass
@@ -32,6 +32,7 @@ class Classifier:
     path: Path  # the checkpoint file (an export's metadata file)
     device: torch.device
     backend: Backend | None = None  # what runs the model; None: `model` itself, in PyTorch
+    precision: str = "fp32"  # inference autocast (runtime.inference_dtype): fp32 unless asked
 
     def __post_init__(self):
         if self.backend is None:
@@ -71,9 +72,9 @@ class Classifier:
                             f"{self.input_shape[0]}x{self.input_shape[1]}")
 
 
-def load_classifier(checkpoint: str | Path, device: str | None = None) -> Classifier:
+def load_classifier(checkpoint: str | Path, device: str | None = None, precision: str = "fp32") -> Classifier:
     """A finetuning run directory (its best checkpoint) or a checkpoint file -> Classifier in eval
-    mode on `device` (default: the run's own device setting)."""
+    mode on `device` (default: the run's own device setting), run in `precision` (fp32, bf16, fp16)."""
     path = resolve_checkpoint(checkpoint, "best", kind="finetune")
     ckpt = load_checkpoint(path)
     if ckpt.meta.get("kind") != "finetune":
@@ -85,4 +86,5 @@ def load_classifier(checkpoint: str | Path, device: str | None = None) -> Classi
         add_exits(model, tuple(exits))  # a checkpoint with exit heads (cascade_cli.model.exits)
     model.load_state_dict(ckpt.state_dict)
     dev = resolve_device(device or cfg.device)
-    return Classifier(model.to(dev).eval(), cfg, meta, path, dev)
+    model = model.to(dev).eval()
+    return Classifier(model, cfg, meta, path, dev, TorchBackend(model, inference_dtype(precision, dev)), precision)

@@ -29,7 +29,7 @@ from cascade_cli.data.sampler import LengthBucketSampler, item_lengths
 from cascade_cli.data.splits import Splits
 from cascade_cli.errors import UserError
 from cascade_cli.progress import Reporter
-from cascade_cli.runtime import autocast_dtype
+from cascade_cli.runtime import choose_precision
 from cascade_cli.training.distributed import Dist, barrier, sum_across
 from cascade_cli.training.fast_dropout import use_fast_dropout
 from cascade_cli.training.objectives import Objective
@@ -102,20 +102,40 @@ class Selection:
 
 
 def make_loader(ds: PreparedDataset, indices: np.ndarray, cfg: Config, *, train: bool, batch_size: int,
-                epoch: int = 0, ctx: Dist = Dist(), pin_memory: bool = False) -> DataLoader:
-    """Batches of `batch_size` items (the global batch; each rank loads its share), in a seeded order
-    for training and, with bucketing, of similar lengths so little compute goes to padding."""
+                epoch: int = 0, ctx: Dist = Dist(), pin_memory: bool = False, frame_budget: int = 0) -> DataLoader:
+    """Batches of `batch_size` items (the global batch; each rank loads its share), or in training
+    cut by `frame_budget` frames (see frame_budget), in a seeded order for training and, with
+    bucketing, of similar lengths so little compute goes to padding."""
     # Validation selects on each clip's plain view: test-time flips (data.eval_flip) are for evaluation.
     items = ClipDataset(ds, indices, cfg.data if train else replace(cfg.data, eval_flip=False), train=train,
                         seed=cfg.seed)
     items.set_epoch(epoch)
     sampler = LengthBucketSampler(item_lengths(items), batch_size, seed=cfg.seed,
-                                  max_frames_per_batch=cfg.data.max_frames_per_batch if train else 0,
+                                  max_frames_per_batch=frame_budget if train else 0,
                                   rank=ctx.rank, world_size=ctx.world_size, shuffle=train,
                                   bucket=cfg.data.bucketing)
     sampler.set_epoch(epoch)
     return DataLoader(items, batch_sampler=sampler, collate_fn=collate_clips, num_workers=cfg.workers,
                       pin_memory=pin_memory)
+
+
+def frame_budget(setting: int, lengths: np.ndarray, batch_size: int, frames: int,
+                 device: torch.device) -> tuple[int, str]:
+    """Frames per training batch (0: batches of batch_size clips) for config key
+    data.max_frames_per_batch = `setting`, given the training items' `lengths` and data.frames, and
+    how it was chosen, for the run log. Auto (-1) caps batches on CPU only, where a batch of long
+    clips outgrows the caches: its attention weights (clips x heads x frames^2) cost more per clip
+    than in small batches. The cap is batch_size x the mean length, so an epoch keeps about its
+    number of steps, and the recipe's learning rate and schedule stay as tuned."""
+    if setting >= 0:
+        return setting, (f"up to {setting} frames" if setting else f"{batch_size} clips") + " per batch"
+    if frames > 0 or device.type != "cpu":
+        return 0, f"{batch_size} clips per batch (data.max_frames_per_batch=-1, auto: " + (
+            f"every clip has data.frames={frames} frames)" if frames > 0 else f"no cap on {device.type})")
+    mean = float(np.mean(lengths))
+    budget = max(1, round(batch_size * mean))
+    return budget, (f"up to {budget} frames per batch (data.max_frames_per_batch=-1, auto on cpu: {batch_size} "
+                    f"clips x {mean:.1f} mean frames; 0 batches {batch_size} clips of any length)")
 
 
 def _micro_batches(batch: Batch, parts: int) -> list[Batch]:
@@ -174,15 +194,19 @@ def fit(setup: StageSetup, device: torch.device, reporter: Reporter, ctx: Dist =
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = build_optimizer(params, setup.optim)
     pin = device.type == "cuda"
+    train_items = ClipDataset(ds, setup.splits.train, cfg.data, train=True, seed=cfg.seed)
+    budget, batching = frame_budget(cfg.data.max_frames_per_batch, item_lengths(train_items), setup.batch_size,
+                                    cfg.data.frames, device)
+    reporter.info(f"batches: {batching}")
     steps_per_epoch = len(make_loader(ds, setup.splits.train, cfg, train=True, batch_size=setup.batch_size,
-                                      epoch=1, ctx=ctx))
+                                      epoch=1, ctx=ctx, frame_budget=budget))
     total = schedule_length(setup.optim, setup.epochs, steps_per_epoch)
-    amp_dtype, amp_warning = autocast_dtype(cfg.amp, device)
-    if amp_warning:
-        reporter.warn(amp_warning)
-    if amp_dtype is not None:
-        reporter.info(f"mixed precision: {str(amp_dtype).removeprefix('torch.')} autocast on {device.type} "
-                      "(config key amp; amp=off trains in float32)")
+    precision = choose_precision(cfg.amp, device)
+    if precision.warning:
+        reporter.warn(precision.warning)
+    reporter.info(f"precision: {precision.name}" + (" autocast" if precision.dtype else "")
+                  + f" on {device.type} ({precision.reason})")
+    amp_dtype = precision.dtype
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
     if device.type == "cuda" and cfg.data.frames > 0:
         torch.backends.cudnn.benchmark = True  # fixed shapes: tuning once pays off
@@ -243,7 +267,7 @@ def fit(setup: StageSetup, device: torch.device, reporter: Reporter, ctx: Dist =
     for epoch in range(start_epoch, setup.epochs + 1 if not stopped else start_epoch):
         t0 = time.perf_counter()
         loader = make_loader(ds, setup.splits.train, cfg, train=True, batch_size=setup.batch_size, epoch=epoch,
-                             ctx=ctx, pin_memory=pin)
+                             ctx=ctx, pin_memory=pin, frame_budget=budget)
         mask_generator = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch + 7 + 1_000_003 * ctx.rank)
         model.train()
         sums: dict[str, torch.Tensor] = {}
