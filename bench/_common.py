@@ -27,8 +27,9 @@ from cascade_cli.data.sampler import LengthBucketSampler, padding_ratio
 from cascade_cli.model import build_classifier, padding_mask
 from cascade_cli.progress import Reporter
 from cascade_cli.data.splits import run_splits
-from cascade_cli.runtime import autocast_dtype
+from cascade_cli.runtime import choose_precision
 from cascade_cli.training.fast_dropout import use_fast_dropout
+from cascade_cli.training.loop import frame_budget
 
 ROOT = Path(__file__).resolve().parents[1]
 PENN_RAW = ROOT.parent / "shared" / "datasets" / "penn_action"
@@ -156,10 +157,11 @@ def random_batch(s: Spec, lengths: np.ndarray, device: torch.device, masks: bool
 
 def train_loop(s: Spec, lengths: np.ndarray, sampler: LengthBucketSampler, device: torch.device, *, masks: bool,
                amp: torch.dtype | None, fused: bool, samples: int, warmup: int = 2, peak_tflops: float = 0.0,
-               fast_dropout: bool = True) -> dict:
+               fast_dropout: bool = True, compile: bool = False) -> dict:
     """Time finetuning steps (forward, cross-entropy, backward, AdamW step, fused or per-op) over one
     epoch of `sampler`, with the cheaper CPU dropout masks (fast_dropout, as the trainer's default
-    config key fast_cpu_dropout) or PyTorch's.
+    config key fast_cpu_dropout) or PyTorch's, the model optionally under torch.compile (its
+    compilation falls in the warm-up steps, untimed).
 
     The first `warmup` batches are untimed; then batches holding `samples` clips (0: the rest of the
     epoch; clips rather than steps, so both loops time the same share of it) are timed, and the epoch
@@ -182,6 +184,7 @@ def train_loop(s: Spec, lengths: np.ndarray, sampler: LengthBucketSampler, devic
         model = build_classifier(s.model, s.joints, s.channels, s.classes).to(device).train()
         if fast_dropout and device.type == "cpu":
             use_fast_dropout(model)
+        net = torch.compile(model) if compile else model
         optimizer = torch.optim.AdamW(model.parameters(), lr=3e-5, weight_decay=1e-4, fused=fused or None)
         times = []
         for i, batch in enumerate(batches[:warmup] + timed):
@@ -189,7 +192,7 @@ def train_loop(s: Spec, lengths: np.ndarray, sampler: LengthBucketSampler, devic
             sync(device)
             start = time.perf_counter()
             with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-                logits = model(x, pad).float()
+                logits = net(x, pad).float()
             loss = F.cross_entropy(logits, labels)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -197,7 +200,7 @@ def train_loop(s: Spec, lengths: np.ndarray, sampler: LengthBucketSampler, devic
             sync(device)
             if i >= warmup:
                 times.append(time.perf_counter() - start)
-        del model, optimizer
+        del model, net, optimizer
     measured = sum(times)
     epoch_s = measured * padded(batches) / padded(timed)
     useful_tflops = train_flops(s, lengths[np.concatenate(timed)]) / measured / 1e12
@@ -215,14 +218,16 @@ def paper_loop(s: Spec, lengths: np.ndarray, device: torch.device, samples: int,
     return train_loop(s, lengths, sampler, device, masks=False, amp=None, fused=False, samples=samples, **kw)
 
 
-def our_loop(s: Spec, lengths: np.ndarray, device: torch.device, samples: int, batch: int, budget: int = 0,
-             **kw) -> dict:
-    """Our default path (what `cascade finetune` does): length-bucketed batches (of `batch` clips, or
-    cut by a frame budget) with padding masks, the precision of amp=auto (bf16 on CUDA and on CPUs
-    with AMX), the fused optimizer update."""
-    sampler = LengthBucketSampler(lengths, batch, seed=0, max_frames_per_batch=budget)
-    return train_loop(s, lengths, sampler, device, masks=True, amp=autocast_dtype("auto", device)[0], fused=True,
-                      samples=samples, **kw)
+def our_loop(s: Spec, lengths: np.ndarray, device: torch.device, samples: int, batch: int, budget: int = -1,
+             amp: str = "auto", **kw) -> dict:
+    """Our default path (what `cascade finetune` does): length-bucketed batches of `batch` clips, cut
+    by the frame budget of data.max_frames_per_batch=`budget` (-1: the trainer's auto rule), with
+    padding masks, in the precision of config key amp (auto: bf16 on CUDA and on CPUs with bf16
+    matrix hardware, runtime.cpu_bf16_units), the fused optimizer update."""
+    frames = frame_budget(budget, lengths, batch, s.frames, device)[0]
+    sampler = LengthBucketSampler(lengths, batch, seed=0, max_frames_per_batch=frames)
+    return {**train_loop(s, lengths, sampler, device, masks=True, amp=choose_precision(amp, device).dtype, fused=True,
+                         samples=samples, **kw), "frame_budget": frames}
 
 
 def median_run(runs: list[dict], key: str) -> dict:
@@ -261,6 +266,20 @@ def penn_recipe(args: argparse.Namespace, overrides: list[str]) -> Config:
 def set_threads(threads: int) -> None:
     if threads:
         torch.set_num_threads(threads)
+
+
+# Dense bf16 peak TFLOP/s (no sparsity) by a part of the name torch reports; the first match wins.
+PEAK_BF16_TFLOPS = [("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("GH200", 989.0), ("H200", 989.0), ("H100", 989.0),
+                    ("B200", 2250.0), ("A100", 312.0), ("L40S", 362.0), ("L40", 181.0), ("A10G", 70.0),
+                    ("A10", 125.0), ("RTX 4090", 165.0), ("L4", 121.0)]
+
+
+def peak_bf16_tflops(device: torch.device) -> tuple[float | None, str]:
+    """The accelerator's dense bf16 peak for MFU, and its name; None on a CPU or an unknown GPU."""
+    if device.type != "cuda":
+        return None, "cpu"
+    name = torch.cuda.get_device_name(device)
+    return next((peak for part, peak in PEAK_BF16_TFLOPS if part in name), None), name
 
 
 def bench_device(name: str) -> torch.device:

@@ -2,7 +2,8 @@
 
     forward    eval mode, inference_mode, the padding mask predict passes; Penn 1.0 at its median
                clip length (56 frames), N-UCLA 1.1 at its 64 frames and NTU60-CS 1.0 at 64 frames
-               (--small: the Penn-sized model on NTU inputs); float32, and bf16 autocast on CUDA
+               (--small: the Penn-sized model on NTU inputs); float32, and bf16 autocast (predict
+               --precision bf16) on CUDA and on CPUs with bf16 matrix hardware
     onnx       Penn 1.0 and N-UCLA 1.1 exported by `cascade export` (verified against PyTorch on the
                way; the largest logit difference is printed) and run by ONNX Runtime on the CPU with
                as many threads as torch (--threads 1: intra_op_num_threads=1), beside PyTorch eager
@@ -13,6 +14,7 @@
 Random weights: latency does not depend on them.
 
     python bench/inference.py [--runs 50] [--batch 64] [--small] [--threads 1] [--json PATH]
+    python bench/inference.py --devices cuda --no-onnx      # a GPU only
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from cascade_cli.data.synthetic import make_synthetic
 from cascade_cli.model import build_classifier, padding_mask
 from cascade_cli.predict import predict
 from cascade_cli.progress import Reporter
+from cascade_cli.runtime import cpu_bf16_units
 from cascade_cli.training import finetune, pretrain
 
 TINY = ["model.d_model=32", "model.t1_layers=1", "model.t1_heads=2", "model.ffn_dim=64", "model.max_frames=64",
@@ -72,7 +75,7 @@ def forward_rows(s: Spec, device: torch.device, batch: int, runs: int) -> list[d
     torch.manual_seed(0)
     model = build_classifier(s.model, s.joints, s.channels, s.classes).to(device).eval()
     rows = []
-    for precision in ["fp32"] + (["bf16"] if device.type == "cuda" else []):
+    for precision in ["fp32"] + (["bf16"] if device.type == "cuda" or cpu_bf16_units() else []):
         for b in (1, batch):
             x, pad = clips(s, b, frames, device)
 
@@ -141,7 +144,9 @@ def predict_rows(out: Path, runs: int) -> list[dict]:
     run, clip = tiny_checkpoint(out)
     frames = int(np.load(clip).shape[0])
     in_process = median_ms(lambda: predict(run, [clip], device="cpu"), runs, torch.device("cpu"))
-    cli = [str(Path(sys.executable).with_name("cascade")), "predict", str(run), str(clip), "--device", "cpu"]
+    script = Path(sys.executable).with_name("cascade")  # absent where the package is not installed
+    program = [str(script)] if script.is_file() else [sys.executable, "-m", "cascade_cli"]
+    cli = [*program, "predict", str(run), str(clip), "--device", "cpu"]
     command = median_ms(lambda: subprocess.run(cli, check=True, capture_output=True), max(3, runs // 10),
                         torch.device("cpu"))
     common = {"runtime": EAGER, "device": "cpu", "precision": "fp32", "batch": 1, "frames": frames}
@@ -155,6 +160,10 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64, help="batch of the throughput measurement")
     parser.add_argument("--small", action="store_true", help="NTU inputs through the Penn-sized model")
     parser.add_argument("--out", type=Path, default=ROOT / "bench_out" / "inference")
+    parser.add_argument("--devices", nargs="+", choices=["cpu", "cuda"], default=["cpu", "cuda"],
+                        help="where the forward rows run (cuda only where there is one)")
+    parser.add_argument("--no-onnx", action="store_true", help="skip the ONNX Runtime rows (no `onnx` extra)")
+    parser.add_argument("--no-predict", action="store_true", help="skip the predict rows")
     common_args(parser, "inference")
     args = parser.parse_args()
     set_threads(args.threads)
@@ -162,12 +171,14 @@ def main() -> None:
     rows = []
     sizes = [spec("penn"), nucla_spec(), spec("ntu_cs", args.small)]
     args.out.mkdir(parents=True, exist_ok=True)
-    for device in [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else []):
+    devices = [torch.device(d) for d in args.devices if d == "cpu" or torch.cuda.is_available()]
+    for device in devices:
         for s in sizes:
             rows += forward_rows(s, device, args.batch, args.runs)
-            if device.type == "cpu" and s.name in EXPORTED:  # ONNX Runtime beside PyTorch eager
+            if device.type == "cpu" and s.name in EXPORTED and not args.no_onnx:  # ONNX Runtime beside eager
                 rows += onnx_rows(s, args.out, args.batch, args.runs)
-    rows += predict_rows(args.out, args.runs)
+    if not args.no_predict:
+        rows += predict_rows(args.out, args.runs)
     print_table(f"Inference, median of {args.runs} runs at batch 1 ({torch.get_num_threads()} CPU threads)",
                 rows, COLUMNS)
     write_json(args.json, {"rows": rows})

@@ -54,6 +54,9 @@ GAPS = {
         "Penn Action, CascadeFormer 1.0 paper size", "penn_action-fast", 94.66,  # Table 1, 1.0
         PENN_RAW, PENN_DATA, prepare_penn, {
             "fast": ([], []),
+            # The fast recipe in float32: what amp=auto chose on CPUs without AMX before it recognised
+            # other bf16 matrix hardware (AVX-512 BF16, Arm BF16); "fast" runs where auto now picks bf16.
+            "fp32": (["amp=off"], []),
             "flip": ([], FLIP),
             # The same, finetuned with other seeds (their own validation draw, data order and augmentation)
             "flip_seed43": ([], [*FLIP, "seed=43"]),
@@ -66,6 +69,9 @@ GAPS = {
             "paper_batch": ([], ["finetune.batch_size=4", "finetune.optim.lr=3e-5"]),
             # Whole clips at their own length (18-663 frames) instead of 48-frame crops: its own pretraining.
             "full_clips": (["data.frames=0", "model.max_frames=1000"], []),
+            # The same in batches of 32 clips whatever their length, as before the CPU frame budget
+            # (data.max_frames_per_batch=-1, auto) became the default.
+            "full_clips_fixed": (["data.frames=0", "model.max_frames=1000", "data.max_frames_per_batch=0"], []),
             "bone_sub": (["data.representation=bone_sub"], []),
             "joint_motion": (["data.representation=joint_motion"], []),
             "bone_motion": (["data.representation=bone_motion"], []),
