@@ -57,6 +57,8 @@ GAPS = {
             # The fast recipe in float32: what amp=auto chose on CPUs without AMX before it recognised
             # other bf16 matrix hardware (AVX-512 BF16, Arm BF16); "fast" runs where auto now picks bf16.
             "fp32": (["amp=off"], []),
+            "fast_seed43": ([], ["seed=43"]),
+            "fp32_seed43": (["amp=off"], ["seed=43"]),
             "flip": ([], FLIP),
             # The same, finetuned with other seeds (their own validation draw, data order and augmentation)
             "flip_seed43": ([], [*FLIP, "seed=43"]),
