@@ -35,7 +35,7 @@ class DataConfig:
     # the frames of a training batch (clips x longest clip) instead of a fixed clip count; 0 = no
     # cap. -1 = auto: on CPU, for clips of their own length (frames: 0), batch_size x the mean
     # training clip length, so an epoch keeps its steps and its mean batch while long clips go in
-    # smaller batches that stay in the caches (1.2x the samples/s of a Penn Action epoch); else no cap.
+    # smaller batches that stay in the caches (1.5x the samples/s of a Penn Action epoch); else no cap.
     bucketing: bool = True
     max_frames_per_batch: int = field(default=-1, metadata=_range(-1))
     # Train, validate and evaluate only these classes, by name or 0-based index; empty: all classes.
