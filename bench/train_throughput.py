@@ -8,7 +8,7 @@
            what the frame budget is worth (CPU, Penn; on GPUs ours has no budget)
     fp32   ours in float32 (amp=off): what bf16 is worth (where amp=auto picks it)
     torch-dropout  ours with PyTorch's dropout instead of the cheaper CPU masks (fast_cpu_dropout=false)
-    compile  ours with the model under torch.compile (--compile; compilation is untimed warm-up)
+    compile  ours with the model under torch.compile (--arms ... compile; compilation is untimed warm-up)
     paper  random batches of the official batch size (4 for Penn, 64 for NTU) padded to the longest
            clip, no masks, float32
 
@@ -55,7 +55,6 @@ def main() -> None:
     parser.add_argument("--arms", nargs="+", default=["ours", "clips", "fp32", "torch-dropout", "paper"],
                         choices=["ours", "clips", "fp32", "torch-dropout", "compile", "paper"],
                         help="arms to run where they apply (paper always runs: the ratios are against it)")
-    parser.add_argument("--compile", action="store_true", help="add the compile arm")
     parser.add_argument("--peak-tflops", type=float, default=None, help="accelerator bf16 peak for MFU "
                         "[default: looked up by the GPU's name]")
     common_args(parser, "train_throughput")
@@ -64,7 +63,7 @@ def main() -> None:
     device = bench_device(args.device)
     peak, device_name = peak_bf16_tflops(device)
     peak = args.peak_tflops or peak
-    wanted = set(args.arms) | {"paper"} | ({"compile"} if args.compile else set())
+    wanted = set(args.arms) | {"paper"}
 
     cases, source = [], None
     if "penn" in args.configs:

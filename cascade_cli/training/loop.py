@@ -122,7 +122,7 @@ def make_loader(ds: PreparedDataset, indices: np.ndarray, cfg: Config, *, train:
 def frame_budget(setting: int, lengths: np.ndarray, batch_size: int, frames: int,
                  device: torch.device) -> tuple[int, str]:
     """Frames per training batch (0: batches of batch_size clips) for config key
-    data.max_frames_per_batch = `setting`, given the training items' `lengths` and data.frames, and
+    data.max_frames_per_batch = `setting`, given the training clips' own `lengths` and data.frames, and
     how it was chosen, for the run log. Auto (-1) caps batches on CPU only, where a batch of long
     clips outgrows the caches: its attention weights (clips x heads x frames^2) cost more per clip
     than in small batches. The cap is batch_size x the mean length, so an epoch keeps about its
@@ -194,8 +194,7 @@ def fit(setup: StageSetup, device: torch.device, reporter: Reporter, ctx: Dist =
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = build_optimizer(params, setup.optim)
     pin = device.type == "cuda"
-    train_items = ClipDataset(ds, setup.splits.train, cfg.data, train=True, seed=cfg.seed)
-    budget, batching = frame_budget(cfg.data.max_frames_per_batch, item_lengths(train_items), setup.batch_size,
+    budget, batching = frame_budget(cfg.data.max_frames_per_batch, ds.lengths[setup.splits.train], setup.batch_size,
                                     cfg.data.frames, device)
     reporter.info(f"batches: {batching}")
     steps_per_epoch = len(make_loader(ds, setup.splits.train, cfg, train=True, batch_size=setup.batch_size,
